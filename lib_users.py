@@ -170,6 +170,356 @@ def parse_stat(data):
     return os.fsdecode(data[open_ + 1 : close]), data[close + 2 :].split()
 
 
+def _proc_error(err, pid):
+    """Turn an OSError from reading /proc/PID into the API's exceptions."""
+    if isinstance(err, (FileNotFoundError, ProcessLookupError, NotADirectoryError)):
+        return NoSuchProcess(pid)
+    if isinstance(err, PermissionError):
+        return AccessDenied(pid)
+    return err
+
+
+def _link_or_none(dir_fd, name):
+    try:
+        return os.fsdecode(os.readlink(name, dir_fd=dir_fd))
+    except OSError:
+        return None
+
+
+def boot_time(proc=PROC):
+    """Seconds since the epoch at which the machine booted (`btime` in /proc/stat)."""
+    with open("%s/stat" % proc, "rb") as stat:
+        for line in stat:
+            if line.startswith(b"btime "):
+                return int(line.split()[1])
+    raise ValueError("no btime in %s/stat" % proc)
+
+
+_PF_KTHREAD = 0x00200000
+
+
+class ProcessInfo(_Record):
+    """Basic facts about one process; exe, cwd and root are None where unreadable."""
+
+    __slots__ = ("pid", "ppid", "pgrp", "uid", "user", "state", "comm", "argv", "exe",
+                 "cwd", "root", "start_time", "kernel_thread", "zombie")
+
+
+class _Clock:
+    """What turns stat's starttime (clock ticks since boot) into epoch seconds."""
+
+    def __init__(self, proc):
+        try:
+            self.btime = boot_time(proc)
+        except (OSError, ValueError):
+            self.btime = None
+        self.ticks = os.sysconf("SC_CLK_TCK")
+
+    def epoch(self, starttime):
+        return None if self.btime is None else self.btime + starttime / self.ticks
+
+
+def _user_name(uid, cache):
+    if uid not in cache:
+        import pwd  # only the API needs names
+
+        try:
+            cache[uid] = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            cache[uid] = None
+    return cache[uid]
+
+
+def process_info(dir_fd, pid, clock, users, argv=None):
+    """ProcessInfo for the process whose /proc/PID directory is open as `dir_fd`.
+    OSError if it is gone or its stat cannot be read."""
+    comm, fields = parse_stat(_read_at(dir_fd, "stat"))
+    uid = None
+    for line in _read_at(dir_fd, "status").split(b"\n"):
+        if line.startswith(b"Uid:"):
+            uid = int(line.split()[1])
+            break
+    if argv is None:
+        argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
+    exe = _link_or_none(dir_fd, "exe")
+    return ProcessInfo(
+        pid=pid, ppid=int(fields[1]), pgrp=int(fields[2]), uid=uid,
+        user=None if uid is None else _user_name(uid, users),
+        state=fields[0].decode("ascii", "replace"), comm=comm, argv=argv,
+        exe=exe, cwd=_link_or_none(dir_fd, "cwd"), root=_link_or_none(dir_fd, "root"),
+        start_time=clock.epoch(int(fields[19])),
+        kernel_thread=bool(int(fields[6]) & _PF_KTHREAD), zombie=fields[0] == b"Z")
+
+
+def get_processes(pids=None, proc=PROC):
+    """ProcessInfo for every process, or for those in `pids`. Processes that are gone
+    or cannot be read are left out."""
+    clock, users, result = _Clock(proc), {}, []
+    for pid in list_pids(proc) if pids is None else pids:
+        try:
+            dir_fd = _open_pid_dir(pid, proc)
+        except OSError:
+            continue
+        try:
+            result.append(process_info(dir_fd, pid, clock, users))
+        except (OSError, ValueError, IndexError):
+            continue
+        finally:
+            os.close(dir_fd)
+    return result
+
+
+class FileRef(_Record):
+    """A file a process uses: `fd` is the descriptor number, or "cwd", "root", "exe";
+    `target` the link text (a path, `socket:[N]`, `pipe:[N]`, `anon_inode:[...]`)."""
+
+    __slots__ = ("pid", "fd", "target")
+
+
+class ProcessFiles(_Record):
+    """The files of one process: exe, cwd and root as FileRef (None where unreadable),
+    its mappings and its open descriptors."""
+
+    __slots__ = ("pid", "exe", "cwd", "root", "mappings", "fds")
+
+
+def _ref_or_none(dir_fd, pid, name):
+    target = _link_or_none(dir_fd, name)
+    return None if target is None else FileRef(pid, name, target)
+
+
+def get_process_files(pid, proc=PROC):
+    """The ProcessFiles of one process. NoSuchProcess if it is gone, AccessDenied if
+    its maps or descriptors may not be read."""
+    dir_fd = _open_pid_dir(pid, proc)
+    try:
+        mappings = parse_maps(_read_at(dir_fd, "maps"))
+        fds = []
+        fd_dir = os.open("fd", _O_DIR, dir_fd=dir_fd)
+        try:
+            names = os.listdir(fd_dir)
+            for name in sorted(names, key=lambda n: int(n) if n.isdigit() else -1):
+                try:
+                    target = os.fsdecode(os.readlink(name, dir_fd=fd_dir))
+                except FileNotFoundError:
+                    continue  # closed since the listing
+                fds.append(FileRef(pid, int(name), target))
+        finally:
+            os.close(fd_dir)
+        return ProcessFiles(pid, _ref_or_none(dir_fd, pid, "exe"),
+                            _ref_or_none(dir_fd, pid, "cwd"),
+                            _ref_or_none(dir_fd, pid, "root"), mappings, fds)
+    except OSError as err:
+        raise _proc_error(err, pid) from None
+    finally:
+        os.close(dir_fd)
+
+
+class Lock(_Record):
+    """A lock held through a descriptor: kind POSIX, FLOCK or OFDLCK; access READ or
+    WRITE; start and end (None for end of file); whole when it covers the whole file."""
+
+    __slots__ = ("kind", "access", "start", "end", "whole")
+
+
+class FileInfo(_Record):
+    """The details of one file a process uses, in lsof's terms. Socket fields are None
+    for other files; peers is None except for pipes and FIFOs."""
+
+    __slots__ = ("ref", "type", "mode", "flags", "position", "locks", "nlink", "size",
+                 "dev", "inode", "rdev", "path", "deleted", "mount_point", "fs_type",
+                 "protocol", "local", "remote", "state", "tx_queue", "rx_queue", "peers")
+
+
+def parse_fdinfo(data):
+    """(pos, flags, mnt_id, locks) from the bytes of /proc/PID/fdinfo/N."""
+    pos = flags = mnt_id = None
+    locks = []
+    for line in data.split(b"\n"):
+        key, _, value = line.partition(b":")
+        if key == b"pos":
+            pos = int(value)
+        elif key == b"flags":
+            flags = int(value, 8)
+        elif key == b"mnt_id":
+            mnt_id = int(value)
+        elif key == b"lock":
+            lock = parse_lock(value)
+            if lock is not None:
+                locks.append(lock)
+    return pos, flags, mnt_id, locks
+
+
+def parse_lock(text):
+    """A Lock from one /proc/locks-style line (`1: POSIX ADVISORY WRITE pid dev:ino 0 EOF`)."""
+    fields = text.split()
+    if fields and fields[0].endswith(b":"):
+        fields = fields[1:]
+    if fields[:1] == [b"->"]:  # a waiter, not a holder
+        return None
+    if len(fields) < 7:
+        return None
+    start = int(fields[5])
+    end = None if fields[6] == b"EOF" else int(fields[6])
+    return Lock(fields[0].decode(), fields[2].decode(), start, end,
+                start == 0 and end is None)
+
+
+def parse_mountinfo(data):
+    """{mount id: (major, minor, mount point, fs type)} from /proc/PID/mountinfo bytes."""
+    mounts = {}
+    for line in data.split(b"\n"):
+        left, sep, right = line.partition(b" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5:
+            continue
+        major, minor = fields[2].split(b":")
+        point = fields[4]
+        for code, char in ((b"\\040", b" "), (b"\\011", b"\t"), (b"\\012", b"\n"),
+                           (b"\\134", b"\\")):
+            point = point.replace(code, char)
+        mounts[int(fields[0])] = (int(major), int(minor), os.fsdecode(point),
+                                  os.fsdecode(right.split()[0]) if right.split() else None)
+    return mounts
+
+
+_TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
+               5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT",
+               9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+_UNIX_STATES = {1: "UNCONNECTED", 2: "CONNECTING", 3: "CONNECTED", 4: "DISCONNECTING"}
+_SO_ACCEPTCON = 0x10000
+
+
+def _inet_address(text):
+    """(address, port) from /proc/net/tcp's hex form: the address is stored as 32-bit
+    words in host (little-endian) order."""
+    import socket
+
+    address, port = text.split(b":")
+    raw = bytes.fromhex(address.decode())
+    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+    return socket.inet_ntop(family, raw), int(port, 16)
+
+
+def _find_socket(dir_fd, inode):
+    """Socket details from the tables of the process's own network namespace:
+    (type, protocol, local, remote, state, tx_queue, rx_queue), or None."""
+    for table, kind, protocol in (("tcp", "IPv4", "TCP"), ("tcp6", "IPv6", "TCP"),
+                                  ("udp", "IPv4", "UDP"), ("udp6", "IPv6", "UDP")):
+        try:
+            data = _read_at(dir_fd, "net/" + table)
+        except OSError:
+            continue
+        for line in data.split(b"\n")[1:]:
+            fields = line.split()
+            if len(fields) < 10 or fields[9] != b"%d" % inode:
+                continue
+            tx_queue, rx_queue = (int(x, 16) for x in fields[4].split(b":"))
+            state = _TCP_STATES.get(int(fields[3], 16))
+            return (kind, protocol, _inet_address(fields[1]), _inet_address(fields[2]),
+                    state, tx_queue, rx_queue)
+    try:
+        data = _read_at(dir_fd, "net/unix")
+    except OSError:
+        return None
+    for line in data.split(b"\n")[1:]:
+        fields = line.split(None, 7)
+        if len(fields) < 7 or fields[6] != b"%d" % inode:
+            continue
+        local = os.fsdecode(fields[7]) if len(fields) > 7 else None
+        if int(fields[3], 16) & _SO_ACCEPTCON:
+            state = "LISTEN"
+        else:
+            state = _UNIX_STATES.get(int(fields[5], 16))
+        return ("unix", "UNIX", local, None, state, None, None)
+    return None
+
+
+def _pipe_peers(ref, st, proc):
+    """The other (pid, fd) pairs that hold the same pipe or FIFO as `ref`."""
+    peers = []
+    for pid in list_pids(proc):
+        fd_path = "%s/%d/fd" % (proc, pid)
+        try:
+            names = os.listdir(fd_path)
+        except OSError:
+            continue
+        for name in names:
+            if not name.isdigit() or (pid, int(name)) == (ref.pid, ref.fd):
+                continue
+            try:
+                if os.readlink("%s/%s" % (fd_path, name)) != ref.target:
+                    continue
+                other = os.stat("%s/%s" % (fd_path, name))
+            except OSError:
+                continue
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                peers.append((pid, int(name)))
+    return sorted(peers)
+
+
+def _file_type(mode, target):
+    import stat as st
+
+    if target.startswith("anon_inode:"):
+        return "a_inode"
+    for test, name in ((st.S_ISREG, "REG"), (st.S_ISDIR, "DIR"), (st.S_ISCHR, "CHR"),
+                       (st.S_ISBLK, "BLK"), (st.S_ISFIFO, "FIFO"), (st.S_ISSOCK, "sock")):
+        if test(mode):
+            return name
+    return "unknown"
+
+
+def get_file_info(ref, proc=PROC):
+    """FileInfo for a FileRef from get_process_files. NoSuchProcess if the process (or
+    the descriptor) is gone, AccessDenied if it may not be read."""
+    dir_fd = _open_pid_dir(ref.pid, proc)
+    try:
+        link = ref.fd if isinstance(ref.fd, str) else "fd/%d" % ref.fd
+        st = os.stat(link, dir_fd=dir_fd)
+        target = _link_or_none(dir_fd, link) or ref.target
+        pos = flags = mnt_id = mode = None
+        locks = []
+        if not isinstance(ref.fd, str):
+            pos, flags, mnt_id, locks = parse_fdinfo(_read_at(dir_fd, "fdinfo/%d" % ref.fd))
+            mode = ("r", "w", "rw", None)[flags & 3]
+        kind = _file_type(st.st_mode, target)
+        info = FileInfo(
+            ref=ref, type=kind, mode=mode, flags=flags, position=pos, locks=locks,
+            nlink=st.st_nlink, size=st.st_size, dev=(os.major(st.st_dev), os.minor(st.st_dev)),
+            inode=st.st_ino, rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)),
+            path=None, deleted=False, mount_point=None, fs_type=None, protocol=None,
+            local=None, remote=None, state=None, tx_queue=None, rx_queue=None, peers=None)
+        if target.startswith("/"):
+            info.deleted = target.endswith(" (deleted)")
+            info.path = _strip_deleted(target)
+        if kind == "sock":
+            found = _find_socket(dir_fd, st.st_ino)
+            if found is not None:
+                (info.type, info.protocol, info.local, info.remote, info.state,
+                 info.tx_queue, info.rx_queue) = found
+        elif kind != "a_inode" and kind != "unknown":
+            try:
+                mounts = parse_mountinfo(_read_at(dir_fd, "mountinfo"))
+            except OSError:
+                mounts = {}
+            mount = mounts.get(mnt_id)
+            if mount is None:  # no fdinfo (cwd, root, exe): the deepest mount of its device
+                candidates = [m for m in mounts.values() if (m[0], m[1]) == info.dev
+                              and (info.path or "").startswith(m[2].rstrip("/") + "/")]
+                mount = max(candidates, key=lambda m: len(m[2]), default=None)
+            if mount is not None:
+                info.mount_point, info.fs_type = mount[2], mount[3]
+        if kind == "FIFO":
+            info.peers = _pipe_peers(ref, st, proc)
+        return info
+    except OSError as err:
+        raise _proc_error(err, ref.pid) from None
+    finally:
+        os.close(dir_fd)
+
+
 # ---- detection -------------------------------------------------------------------------
 
 # Deleted-looking mappings that are never an upgraded file: kernel objects, shared memory
@@ -286,10 +636,67 @@ def _strip_deleted(link):
     return link[: -len(" (deleted)")] if link.endswith(" (deleted)") else link
 
 
-class Finding(_Record):
-    """A process that uses deleted files: `files` maps each path to its kind."""
+class FileUse(_Record):
+    """A deleted file as a process uses it: kind (executable, library, mapping or fd),
+    size in bytes where known, and key, the file's (device, inode)."""
 
-    __slots__ = ("pid", "argv", "files")
+    __slots__ = ("path", "kind", "size", "key")
+
+
+def deleted_mapped_files(dir_fd, table=FALSE_POSITIVES, sizes=False):
+    """{path: FileUse} for the deleted files the process maps; sizes (which need
+    CAP_SYS_ADMIN for map_files/) only when asked."""
+    data = _read_at(dir_fd, "maps")
+    if b"(deleted)" not in data:  # the common case: nothing more to read
+        return {}
+    found = {}
+    for path, mapping in deleted_mappings(data, table).items():
+        if _still_linked(dir_fd, mapping):
+            continue
+        size = None
+        if sizes:
+            try:
+                size = os.stat("map_files/%x-%x" % (mapping.start, mapping.end),
+                               dir_fd=dir_fd).st_size
+            except OSError:
+                pass
+        found[path] = FileUse(path, "mapping", size, mapping.dev + (mapping.inode,))
+    return found
+
+
+def deleted_open_files(dir_fd, table=FALSE_POSITIVES, sizes=True):
+    """{path: FileUse} for the deleted regular files the process holds open through
+    descriptors (memfd, sockets and anon inodes never count)."""
+    import stat
+
+    found = {}
+    fd_dir = os.open("fd", _O_DIR, dir_fd=dir_fd)
+    try:
+        for name in os.listdir(fd_dir):
+            try:
+                target = os.readlink(name, dir_fd=fd_dir)
+                if not (target.startswith("/") and target.endswith(" (deleted)")):
+                    continue
+                path = _strip_deleted(target)
+                if path in found or is_ignored(path, table):
+                    continue
+                st = os.stat(name, dir_fd=fd_dir)
+            except FileNotFoundError:
+                continue  # closed since the listing
+            # A name that ends in " (deleted)" but still has links is not deleted.
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 0:
+                found[path] = FileUse(path, "fd", st.st_size,
+                                      (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+    finally:
+        os.close(fd_dir)
+    return found
+
+
+class Finding(_Record):
+    """A process that uses deleted files: `files` maps each path to its FileUse;
+    `process` is its ProcessInfo when details were asked for."""
+
+    __slots__ = ("pid", "argv", "files", "process")
 
 
 class Scan(_Record):
@@ -302,34 +709,53 @@ class Scan(_Record):
         return self.unreadable == 0
 
 
-def scan_process(dir_fd, table=FALSE_POSITIVES):
+class ScanOptions(_Record):
+    """What a scan looks at: fds (open descriptors instead of mappings), details
+    (ProcessInfo and sizes for each finding), and the false-positive table."""
+
+    __slots__ = ("fds", "details", "table")
+
+    def __init__(self, fds=False, details=False, table=FALSE_POSITIVES):
+        super().__init__(fds, details, table)
+
+
+def scan_process(dir_fd, pid, how, clock=None, users=None):
     """The Finding for the process whose /proc/PID directory is open as `dir_fd`, or
-    None if it maps no deleted file. OSError if it cannot be read or is gone."""
-    data = _read_at(dir_fd, "maps")
-    if b"(deleted)" not in data:  # the common case: nothing more to read
-        return None
-    found = deleted_mappings(data, table)
-    for path in [p for p, m in found.items() if _still_linked(dir_fd, m)]:
-        del found[path]
+    None if it uses no deleted file. OSError if it cannot be read or is gone."""
+    if how.fds:
+        found = deleted_open_files(dir_fd, how.table)
+    else:
+        found = deleted_mapped_files(dir_fd, how.table, how.details)
     if not found:
         return None
-    argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
-    if not argv:  # an empty argument list: show the command name like ps does
-        comm = _read_at(dir_fd, "comm").rstrip(b"\n")
-        argv = ["[%s]" % os.fsdecode(comm)]
-    try:
-        exe = _strip_deleted(os.fsdecode(_readlink_at(dir_fd, "exe")))
-    except OSError:
-        exe = None
-    return Finding(None, argv, {path: file_kind(path, exe) for path in found})
+    info = None
+    if how.details:
+        info = process_info(dir_fd, pid, clock or _Clock(PROC), {} if users is None else users)
+        argv, exe, comm = info.argv, info.exe, info.comm
+    else:
+        argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
+        exe = _link_or_none(dir_fd, "exe")
+        comm = None
+    if not argv:  # an empty argument list: show the command name, as ps does
+        if comm is None:
+            comm = os.fsdecode(_read_at(dir_fd, "comm").rstrip(b"\n"))
+        argv = ["[%s]" % comm]
+    if not how.fds:
+        exe = exe and _strip_deleted(exe)
+        for use in found.values():
+            use.kind = file_kind(use.path, exe)
+    return Finding(pid, argv, found, info)
 
 
-def scan(proc=PROC, table=FALSE_POSITIVES, pids=None):
+def scan(proc=PROC, how=None, pids=None):
     """Scan every process (or those in `pids`) for deleted files in use.
 
     Processes that exit during the scan are skipped; those that cannot be read are
     counted. Kernel threads and zombies map nothing; lib_users itself is left out.
     """
+    how = how or ScanOptions()
+    clock = _Clock(proc) if how.details else None
+    users = {}
     me = own_pid(proc)
     findings, scanned, unreadable = [], 0, 0
     for pid in list_pids(proc) if pids is None else pids:
@@ -343,46 +769,67 @@ def scan(proc=PROC, table=FALSE_POSITIVES, pids=None):
             unreadable += 1
             continue
         try:
-            finding = scan_process(dir_fd, table)
+            finding = scan_process(dir_fd, pid, how, clock, users)
         except (FileNotFoundError, ProcessLookupError):
             continue  # exited during the scan
-        except OSError:  # EACCES/EPERM, and anything odd: not seen, so counted
+        except (OSError, ValueError, IndexError):
+            # EACCES/EPERM, or something odd in its files: not seen, so counted.
             unreadable += 1
             continue
         finally:
             os.close(dir_fd)
         scanned += 1
         if finding is not None:
-            finding.pid = pid
             findings.append(finding)
     return Scan(findings, scanned, unreadable)
+
+
+def freed_bytes(uses):
+    """Bytes that closing these deleted files would free: each file counted once."""
+    sizes = {}
+    for use in uses:
+        if use.kind == "fd" and use.size is not None:
+            sizes[use.key] = use.size
+    return sum(sizes.values())
 
 
 # ---- report ----------------------------------------------------------------------------
 
 
 class Group(_Record):
-    """Processes with the same argument list and the deleted files they use."""
+    """Processes with the same argument list: their PIDs, the paths of the deleted
+    files they use (sorted), each path's FileUse, and the bytes those files pin."""
 
-    __slots__ = ("argv", "pids", "files")
+    __slots__ = ("argv", "pids", "files", "uses", "freed")
 
 
 def group_by_argv(findings):
     """Group findings by their exact argument list, in a stable order."""
     groups = {}
     for finding in findings:
-        group = groups.get(tuple(finding.argv))
-        if group is None:
-            group = groups[tuple(finding.argv)] = Group(list(finding.argv), [], {})
-        group.pids.append(finding.pid)
-        group.files.update(finding.files)
-    result = []
+        key = tuple(finding.argv)
+        if key not in groups:
+            groups[key] = Group(list(finding.argv), [], [], {}, 0)
+        groups[key].pids.append(finding.pid)
+        groups[key].uses.update(finding.files)
     for group in groups.values():
         group.pids.sort()
-        group.files = sorted(group.files)
-        result.append(group)
-    result.sort(key=lambda g: (g.argv, g.pids))
-    return result
+        group.files = sorted(group.uses)
+        group.freed = freed_bytes(group.uses.values())
+    return sorted(groups.values(), key=lambda g: (g.argv, g.pids))
+
+
+class Report(_Record):
+    """What a scan found, ready to render: groups, the Scan itself, whether it looked
+    at descriptors (fds) instead of mappings, and the bytes restarting would free."""
+
+    __slots__ = ("groups", "scan", "fds", "freed")
+
+
+def build_report(scan_result, fds=False):
+    findings = scan_result.findings
+    return Report(group_by_argv(findings), scan_result, fds,
+                  freed_bytes(u for f in findings for u in f.files.values()))
 
 
 # ---- rendering -------------------------------------------------------------------------
@@ -427,19 +874,43 @@ def format_argv(argv):
     return " ".join(quote_arg(arg) for arg in argv)
 
 
-def render_text(groups, verbose=False, showlibs=False):
-    """One line per group: `PIDS "ARGV"`, or `N processes "ARGV"` past five PIDs."""
+def human_size(count):
+    """A byte count for people: 512 B, 4.0 KiB, 1.2 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return "%d B" % count if unit == "B" else "%.1f %s" % (count, unit)
+        count /= 1024.0
+    return ""  # not reached
+
+
+def _freed_line(report):
+    return "total: %s (%d bytes) would be freed by restarting these processes\n" % (
+        human_size(report.freed), report.freed)
+
+
+def render_text(report, verbose=False, showlibs=False):
+    """One line per group: `PIDS "ARGV"`, or `N processes "ARGV"` past five PIDs; with
+    --fds a last line with the bytes restarting would free."""
     lines = []
-    for group in groups:
+    for group in report.groups:
         if len(group.pids) > 5 and not verbose:
             head = plural(len(group.pids), "process")
         else:
             head = ",".join(map(str, group.pids))
         line = '%s "%s"' % (head, format_argv(group.argv))
         if showlibs:
-            line += " uses " + ",".join(escape(path) for path in group.files)
-        lines.append(line)
-    return "".join(line + "\n" for line in lines)
+            line += " uses " + ",".join(_file_label(group.uses[path], report.fds)
+                                        for path in group.files)
+        lines.append(line + "\n")
+    if report.fds:
+        lines.append(_freed_line(report))
+    return "".join(lines)
+
+
+def _file_label(use, with_size):
+    if with_size and use.size is not None:
+        return "%s (%s)" % (escape(use.path), human_size(use.size))
+    return escape(use.path)
 
 
 def _escape_field(text):
@@ -447,13 +918,16 @@ def _escape_field(text):
     return escape(text).replace(",", "\\x2c").replace(";", "\\x3b")
 
 
-def render_machine(groups):
-    """`PIDS;FILES;ARGV` per group, every PID listed (the format of lib_users 0.x)."""
-    return "".join(
-        "%s;%s;%s\n" % (",".join(map(str, g.pids)),
-                        ",".join(_escape_field(p) for p in g.files),
-                        format_argv(g.argv))
-        for g in groups)
+def render_machine(report):
+    """`PIDS;FILES;ARGV` per group, every PID listed (the format of lib_users 0.x); with
+    --fds a last line `total;BYTES;`."""
+    lines = ["%s;%s;%s\n" % (",".join(map(str, g.pids)),
+                              ",".join(_escape_field(p) for p in g.files),
+                              format_argv(g.argv))
+             for g in report.groups]
+    if report.fds:
+        lines.append("total;%d;\n" % report.freed)
+    return "".join(lines)
 
 
 def json_text(text):
@@ -495,8 +969,10 @@ def dumps_json(value, indent=0):
         return "false"
     if isinstance(value, str):
         return _json_string(value)
-    if isinstance(value, (int, float)):
-        return repr(value) if isinstance(value, int) or value == value else "null"
+    if isinstance(value, int):
+        return repr(value)
+    if isinstance(value, float):  # JSON has no NaN or infinity
+        return repr(value) if value - value == 0 else "null"
     if isinstance(value, dict):
         if not value:
             return "{}"
@@ -512,14 +988,33 @@ def dumps_json(value, indent=0):
     raise TypeError("cannot serialise %s as JSON" % type(value).__name__)
 
 
-def render_json(groups, scan_result):
-    """One JSON document: the groups, and whether the scan saw every process."""
+def _process_doc(finding):
+    doc = finding.process.asdict() if finding.process is not None else {
+        "pid": finding.pid, "argv": finding.argv}
+    doc["files"] = [{"path": use.path, "kind": use.kind, "size": use.size}
+                    for _path, use in sorted(finding.files.items())]
+    return doc
+
+
+def render_json(report):
+    """One JSON document: the groups, each reported process with its details, and
+    whether the scan saw every process."""
     doc = {
         "version": __version__,
-        "complete": scan_result.complete,
-        "unreadable": scan_result.unreadable,
-        "groups": [{"argv": g.argv, "pids": g.pids, "files": g.files} for g in groups],
+        "mode": "fds" if report.fds else "maps",
+        "complete": report.scan.complete,
+        "unreadable": report.scan.unreadable,
+        "groups": [],
     }
+    for group in report.groups:
+        entry = {"argv": group.argv, "pids": group.pids, "files": group.files}
+        if report.fds:
+            entry["freed_bytes"] = group.freed
+        doc["groups"].append(entry)
+    if report.fds:
+        doc["freed_bytes"] = report.freed
+    doc["processes"] = [_process_doc(f) for f in
+                        sorted(report.scan.findings, key=lambda f: f.pid)]
     return dumps_json(doc) + "\n"
 
 
@@ -534,6 +1029,9 @@ OPTIONS = (
     ("-s", "--showlibs", "showlibs", None, "also list the deleted files each group uses"),
     ("-m", "--machine-readable", "machine", None, "print PIDS;FILES;ARGV lines"),
     (None, "--json", "json", None, "print one JSON document"),
+    (None, "--fds", "fds", None,
+     "report deleted files held open through descriptors, and the space they pin"),
+    ("-p", "--pid", "pids", "PID[,PID...]...", "look only at these processes"),
     ("-i", "--ignore-pattern", "patterns", "GLOB...", "also ignore deleted files matching GLOB"),
     ("-I", "--ignore-literal", "literals", "PATH...", "also ignore the deleted file PATH"),
     (None, "--proc", "proc", "DIR", "read this procfs tree instead of /proc"),
@@ -660,24 +1158,38 @@ def write_output(text):
             raise
 
 
+def parse_pids(values):
+    """The PIDs of -p options (each a comma-separated list); UsageError if one is not
+    a number."""
+    pids = set()
+    for value in values:
+        for item in value.split(","):
+            if not item.strip().isdigit():
+                raise UsageError("not a PID: %s" % escape(item))
+            pids.add(int(item))
+    return sorted(pids)
+
+
 def run(options):
     """Scan and print as `options` say; returns the exit status."""
-    table = ignore_table(options.patterns, options.literals)
+    how = ScanOptions(fds=options.fds, details=options.json,
+                      table=ignore_table(options.patterns, options.literals))
+    pids = parse_pids(options.pids) if options.pids else None
     try:
-        result = scan(options.proc, table)
+        result = scan(options.proc, how, pids)
     except OSError as err:
         warn("cannot read %s: %s" % (escape(options.proc), err.strerror or err))
         return 1
-    if result.scanned == 0 and result.unreadable == 0:
+    if result.scanned == 0 and result.unreadable == 0 and pids is None:
         warn("no processes found in %s; is procfs mounted there?" % escape(options.proc))
         return 1
-    groups = group_by_argv(result.findings)
+    report = build_report(result, options.fds)
     if options.json:
-        text = render_json(groups, result)
+        text = render_json(report)
     elif options.machine:
-        text = render_machine(groups)
+        text = render_machine(report)
     else:
-        text = render_text(groups, options.verbose, options.showlibs)
+        text = render_text(report, options.verbose, options.showlibs)
     if result.unreadable:
         advice = "; run as root to see them all" if os.geteuid() != 0 else ""
         warn("%s could not be read%s" % (plural(result.unreadable, "process"), advice))
@@ -707,6 +1219,11 @@ def main(argv=None):
     except OSError as err:  # output that cannot be written, such as a full disk
         warn("cannot write output: %s" % (err.strerror or err))
         return 1
+
+
+def fd_main(argv=None):
+    """The fd_users command: lib_users --fds."""
+    return main(["--fds"] + (sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

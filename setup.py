@@ -19,7 +19,7 @@ setup(
     long_description_content_type="text/markdown",
     license="GPL-2.0-only",
     py_modules=["lib_users"],
-    entry_points={"console_scripts": ["lib_users = lib_users:main"]},
+    entry_points={"console_scripts": ["lib_users = lib_users:main", "fd_users = lib_users:fd_main"]},
     python_requires=">=3.8",
     classifiers=[
         "Environment :: Console",

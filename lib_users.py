@@ -11,6 +11,7 @@ lsof-style API over /proc.
 # options need are imported where they are used.
 import os
 import sys
+import time
 
 __version__ = "1.0.0"
 
@@ -209,11 +210,18 @@ class _Clock:
     """What turns stat's starttime (clock ticks since boot) into epoch seconds."""
 
     def __init__(self, proc):
+        self.ticks = os.sysconf("SC_CLK_TCK")
         try:
             self.btime = boot_time(proc)
         except (OSError, ValueError):
             self.btime = None
-        self.ticks = os.sysconf("SC_CLK_TCK")
+        if os.path.realpath(proc) == "/proc":
+            # btime is whole seconds; the live uptime gives the boot time to 10 ms.
+            try:
+                with open("/proc/uptime", "rb") as uptime:
+                    self.btime = time.time() - float(uptime.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
 
     def epoch(self, starttime):
         return None if self.btime is None else self.btime + starttime / self.ticks
@@ -520,6 +528,119 @@ def get_file_info(ref, proc=PROC):
         os.close(dir_fd)
 
 
+def parse_cgroup(data):
+    """The cgroup path systemd placed the process in, from /proc/PID/cgroup bytes: the
+    v1 `name=systemd` line where there is one (v1 and hybrid set-ups), else the v2 `0::`
+    line. None if there is neither."""
+    unified = named = None
+    for line in data.split(b"\n"):
+        fields = line.split(b":", 2)
+        if len(fields) != 3:
+            continue
+        if fields[0] == b"0" and fields[1] == b"":
+            unified = fields[2]
+        elif fields[1] == b"name=systemd":
+            named = fields[2]
+    path = named if named not in (None, b"/") else unified if unified is not None else named
+    return None if path is None else os.fsdecode(path)
+
+
+class Placement(_Record):
+    """Where a process runs: its systemd unit (the system manager's), the unit of a
+    user's manager below user@UID.service, the user of that slice or session, its
+    login session, and its container ("docker:ID", "podman:ID", "lxc:NAME",
+    "nspawn:NAME", or "unknown" for another PID namespace with no recognised name)."""
+
+    __slots__ = ("unit", "user_unit", "uid", "user", "session", "container")
+
+
+def _unescape_unit(name):
+    """systemd escapes characters in unit names as \\xNN (a '-' in a machine name)."""
+    parts = name.split("\\x")
+    out = [parts[0]]
+    for part in parts[1:]:
+        try:
+            out.append(chr(int(part[:2], 16)) + part[2:])
+        except ValueError:
+            out.append("\\x" + part)
+    return "".join(out)
+
+
+def container_of(cgroup):
+    """The container a cgroup path belongs to, recognised from the names container
+    managers give their cgroups; None if there is none."""
+    parts = [p for p in (cgroup or "").split("/") if p]
+    for i, part in enumerate(parts):
+        if part.startswith("docker-") and part.endswith(".scope"):
+            return "docker:" + part[7:-6][:12]
+        if part == "docker" and i + 1 < len(parts) and len(parts[i + 1]) == 64:
+            return "docker:" + parts[i + 1][:12]  # the cgroupfs driver: /docker/ID
+        if part.startswith("libpod-") and part.endswith(".scope"):
+            if not part.startswith("libpod-conmon-"):
+                return "podman:" + part[7:-6][:12]
+        if part.startswith("lxc.payload."):
+            return "lxc:" + part[len("lxc.payload."):]
+        if part.startswith("machine-") and part.endswith(".scope"):
+            return "nspawn:" + _unescape_unit(part[8:-6])
+        if part.startswith("systemd-nspawn@") and part.endswith(".service"):
+            return "nspawn:" + _unescape_unit(part[15:-8])
+    return None
+
+
+def placement_of(cgroup, users=None):
+    """Placement from a cgroup path alone (the container from names only)."""
+    unit = user_unit = uid = session = None
+    for part in (p for p in (cgroup or "").split("/") if p):
+        if part.startswith("user-") and part.endswith(".slice") and part[5:-6].isdigit():
+            uid = int(part[5:-6])
+        if not part.endswith((".service", ".scope")):
+            continue
+        if unit is None:
+            unit = part
+            if part.startswith("session-"):
+                session = part[8:-6]
+        elif user_unit is None and unit.startswith("user@") and part != "init.scope":
+            user_unit = part
+    user = None if uid is None else _user_name(uid, {} if users is None else users)
+    return Placement(unit, user_unit, uid, user, session, container_of(cgroup))
+
+
+def namespaces(dir_fd):
+    """(mnt, pid) namespace identities of a process (link texts), None where unreadable."""
+    return tuple(_link_or_none(dir_fd, "ns/" + kind) for kind in ("mnt", "pid"))
+
+
+def own_namespaces(proc=PROC):
+    """Our namespaces as the procfs at `proc` sees them; for a tree that is not live,
+    those of its PID 1 (the host it was saved from)."""
+    for name in ("self", "1"):
+        try:
+            dir_fd = os.open("%s/%s" % (proc, name), _O_DIR)
+        except OSError:
+            continue
+        try:
+            return namespaces(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return (None, None)
+
+
+def read_placement(dir_fd, own_ns, users):
+    """The Placement of the process open as `dir_fd`. A process in another PID
+    namespace is in a container even where its cgroup has no recognisable name; a
+    mount namespace of its own alone is not one (systemd sandboxes services that way)."""
+    try:
+        cgroup = parse_cgroup(_read_at(dir_fd, "cgroup"))
+    except FileNotFoundError:
+        cgroup = None
+    place = placement_of(cgroup, users)
+    if place.container is None:
+        mnt, pid = namespaces(dir_fd)
+        if pid is not None and own_ns[1] is not None and pid != own_ns[1]:
+            place.container = "unknown"
+    return place
+
+
 # ---- detection -------------------------------------------------------------------------
 
 # Deleted-looking mappings that are never an upgraded file: kernel objects, shared memory
@@ -637,16 +758,16 @@ def _strip_deleted(link):
 
 
 class FileUse(_Record):
-    """A deleted file as a process uses it: kind (executable, library, mapping or fd),
-    size in bytes where known, and key, the file's (device, inode)."""
+    """A deleted file as a process uses it: kind (executable, library, mapping, fd or
+    script), size in bytes where known, key, the file's (major, minor, inode), and
+    replaced: whether a new file stands at its path (None where unknown)."""
 
-    __slots__ = ("path", "kind", "size", "key")
+    __slots__ = ("path", "kind", "size", "key", "replaced")
 
 
-def deleted_mapped_files(dir_fd, table=FALSE_POSITIVES, sizes=False):
-    """{path: FileUse} for the deleted files the process maps; sizes (which need
-    CAP_SYS_ADMIN for map_files/) only when asked."""
-    data = _read_at(dir_fd, "maps")
+def deleted_mapped_files(dir_fd, data, table=FALSE_POSITIVES, sizes=False):
+    """{path: FileUse} for the deleted files in the maps bytes of the process open as
+    `dir_fd`; sizes (which need CAP_SYS_ADMIN for map_files/) only when asked."""
     if b"(deleted)" not in data:  # the common case: nothing more to read
         return {}
     found = {}
@@ -660,7 +781,7 @@ def deleted_mapped_files(dir_fd, table=FALSE_POSITIVES, sizes=False):
                                dir_fd=dir_fd).st_size
             except OSError:
                 pass
-        found[path] = FileUse(path, "mapping", size, mapping.dev + (mapping.inode,))
+        found[path] = FileUse(path, "mapping", size, mapping.dev + (mapping.inode,), None)
     return found
 
 
@@ -686,17 +807,141 @@ def deleted_open_files(dir_fd, table=FALSE_POSITIVES, sizes=True):
             # A name that ends in " (deleted)" but still has links is not deleted.
             if stat.S_ISREG(st.st_mode) and st.st_nlink == 0:
                 found[path] = FileUse(path, "fd", st.st_size,
-                                      (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+                                      (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino),
+                                      None)
     finally:
         os.close(fd_dir)
     return found
 
 
+def _stat_in_root(dir_fd, path):
+    """os.stat of a path as the process sees it: through /proc/PID/root, in its own
+    mount namespace. Relative paths are taken from its working directory."""
+    base = b"root" if path.startswith("/") else b"cwd/"
+    return os.stat(base + os.fsencode(path), dir_fd=dir_fd)
+
+
+def is_replaced(dir_fd, path):
+    """True if a file now stands at the path of a deleted file (an upgrade replaced
+    it), False if none does (it was removed), None if the process's root is unreadable."""
+    try:
+        _stat_in_root(dir_fd, path)
+        return True
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    try:  # is the root itself there to look in? (not in a fixture tree, for one)
+        os.stat("root", dir_fd=dir_fd)
+    except OSError:
+        return None
+    return False
+
+
+# Interpreters whose scripts are named on their command line, by the base name of their
+# executable: (prefix, options that take a value, options after which no script follows).
+INTERPRETERS = (
+    ("python", ("-W", "-X", "--check-hash-based-pycs"), ("-c", "-m", "-")),
+    ("perl", ("-I", "-M", "-m", "-x"), ("-e", "-E")),
+    ("ruby", ("-I", "-r", "-C", "-E"), ("-e",)),
+    ("node", ("-r", "--require", "--import", "--loader"), ("-e", "--eval", "-p", "--print")),
+    ("nodejs", ("-r", "--require"), ("-e", "--eval", "-p", "--print")),
+    ("php", ("-c", "-d", "-z"), ("-r", "-a")),
+    ("bash", ("-o", "+o", "-O", "+O", "--rcfile", "--init-file"), ("-c", "-s", "-i")),
+    ("sh", ("-o", "+o"), ("-c", "-s", "-i")),
+    ("dash", ("-o", "+o"), ("-c", "-s", "-i")),
+    ("zsh", ("-o", "+o"), ("-c", "-s", "-i")),
+    ("ksh", ("-o", "+o"), ("-c", "-s", "-i")),
+    ("java", ("-cp", "-classpath", "--class-path", "-p", "--module-path", "-m", "--module"),
+     ()),
+)
+
+
+def _interpreter(exe_name):
+    """The INTERPRETERS entry for an executable's base name (python3.11, perl5.36)."""
+    for entry in INTERPRETERS:
+        prefix = entry[0]
+        if exe_name == prefix or (exe_name.startswith(prefix)
+                                  and exe_name[len(prefix):].replace(".", "").isdigit()):
+            return entry
+    return None
+
+
+def script_of(argv, exe_name):
+    """The script (or for java, the -jar file) an interpreter runs, named on its
+    command line; None if it runs none (python -c, bash -c, java without -jar)."""
+    entry = _interpreter(exe_name)
+    if entry is None:
+        return None
+    prefix, with_value, no_script = entry
+    args = argv[1:]
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if prefix == "java":
+            if arg == "-jar":
+                return args[i + 1] if i + 1 < len(args) else None
+            i += 2 if arg in with_value else 1
+            continue
+        if arg == "--":
+            return args[i + 1] if i + 1 < len(args) else None
+        if prefix == "php" and arg == "-f":
+            return args[i + 1] if i + 1 < len(args) else None
+        if arg in no_script:
+            return None
+        if arg in with_value:
+            i += 2
+            continue
+        if arg[:2] in with_value:  # the value attached: -Wignore, -I/usr/lib/perl
+            i += 1
+            continue
+        if arg[:1] == "-" and arg[:2] != "--" and any(
+                len(o) == 2 and o[1] in arg[1:] for o in no_script):
+            return None  # a cluster such as bash -ec or perl -we, or -ccode
+        if arg.startswith(("-", "+")) and arg not in ("-", "+"):
+            i += 1
+            continue
+        return arg
+    return None
+
+
+def _first_mapped_path(data):
+    """The path of the first file mapping in maps bytes: the executable, which the
+    kernel maps below the libraries."""
+    line = data[: data.find(b"\n")] if b"\n" in data else data
+    fields = line.split(None, 5)
+    return fields[5] if len(fields) == 6 else b""
+
+
+def stale_script(dir_fd, argv, exe_name, start_time):
+    """FileUse of kind "script" if the script an interpreter runs was deleted or
+    changed after the process started; None otherwise. Reads metadata only."""
+    script = script_of(argv, exe_name)
+    if not script or script.startswith(("/dev/", "/proc/")):
+        return None  # a script passed as a descriptor (bash <(...)): no file to check
+    try:
+        st = _stat_in_root(dir_fd, script)
+    except FileNotFoundError:
+        try:
+            os.stat("root", dir_fd=dir_fd)
+        except OSError:
+            return None  # nothing to look in (a fixture tree): no verdict
+        return FileUse(script, "script", None, None, False)
+    except OSError:
+        return None
+    # A second's grace: stat's start time has clock-tick precision, and a script
+    # written just before its interpreter started is not a changed one.
+    if start_time is None or max(st.st_mtime, st.st_ctime) <= start_time + 1:
+        return None
+    return FileUse(script, "script", st.st_size,
+                   (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino), True)
+
+
 class Finding(_Record):
     """A process that uses deleted files: `files` maps each path to its FileUse;
-    `process` is its ProcessInfo when details were asked for."""
+    `process` (ProcessInfo) and `placement` (Placement) are there when asked for."""
 
-    __slots__ = ("pid", "argv", "files", "process")
+    __slots__ = ("pid", "argv", "files", "process", "placement")
 
 
 class Scan(_Record):
@@ -711,40 +956,70 @@ class Scan(_Record):
 
 class ScanOptions(_Record):
     """What a scan looks at: fds (open descriptors instead of mappings), details
-    (ProcessInfo and sizes for each finding), and the false-positive table."""
+    (ProcessInfo, sizes, replaced-or-removed), services (units and containers),
+    scripts (interpreters whose script changed) and the false-positive table."""
 
-    __slots__ = ("fds", "details", "table")
+    __slots__ = ("fds", "details", "services", "scripts", "table")
 
-    def __init__(self, fds=False, details=False, table=FALSE_POSITIVES):
-        super().__init__(fds, details, table)
+    def __init__(self, fds=False, details=False, services=False, scripts=True,
+                 table=FALSE_POSITIVES):
+        super().__init__(fds, details, services, scripts, table)
 
 
-def scan_process(dir_fd, pid, how, clock=None, users=None):
+class _Context:
+    """What a scan reads once and shares between processes."""
+
+    def __init__(self, proc, how):
+        self.clock = _Clock(proc) if how.details or how.scripts else None
+        self.users = {}
+        self.own_ns = own_namespaces(proc) if how.services else None
+
+
+def _start_time(dir_fd, clock):
+    return clock.epoch(int(parse_stat(_read_at(dir_fd, "stat"))[1][19]))
+
+
+def scan_process(dir_fd, pid, how, ctx):
     """The Finding for the process whose /proc/PID directory is open as `dir_fd`, or
     None if it uses no deleted file. OSError if it cannot be read or is gone."""
+    script_exe = None
     if how.fds:
         found = deleted_open_files(dir_fd, how.table)
     else:
-        found = deleted_mapped_files(dir_fd, how.table, how.details)
-    if not found:
-        return None
+        data = _read_at(dir_fd, "maps")
+        found = deleted_mapped_files(dir_fd, data, how.table, how.details)
+        if how.scripts:
+            name = os.fsdecode(_first_mapped_path(data).rsplit(b"/", 1)[-1])
+            script_exe = name if _interpreter(name) else None
+    if not found and script_exe is None:
+        return None  # the common case: nothing more to read
     info = None
     if how.details:
-        info = process_info(dir_fd, pid, clock or _Clock(PROC), {} if users is None else users)
+        info = process_info(dir_fd, pid, ctx.clock, ctx.users)
         argv, exe, comm = info.argv, info.exe, info.comm
     else:
         argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
-        exe = _link_or_none(dir_fd, "exe")
+        exe = _link_or_none(dir_fd, "exe") if found else None
         comm = None
+    if script_exe is not None and script_of(argv, script_exe):
+        start = info.start_time if info else _start_time(dir_fd, ctx.clock)
+        script = stale_script(dir_fd, argv, script_exe, start)
+        if script is not None:
+            found[script.path] = script
+    if not found:
+        return None
     if not argv:  # an empty argument list: show the command name, as ps does
         if comm is None:
             comm = os.fsdecode(_read_at(dir_fd, "comm").rstrip(b"\n"))
         argv = ["[%s]" % comm]
-    if not how.fds:
-        exe = exe and _strip_deleted(exe)
-        for use in found.values():
+    exe = exe and _strip_deleted(exe)
+    for use in found.values():
+        if use.kind == "mapping":
             use.kind = file_kind(use.path, exe)
-    return Finding(pid, argv, found, info)
+        if how.details and use.replaced is None:
+            use.replaced = is_replaced(dir_fd, use.path)
+    placement = read_placement(dir_fd, ctx.own_ns, ctx.users) if how.services else None
+    return Finding(pid, argv, found, info, placement)
 
 
 def scan(proc=PROC, how=None, pids=None):
@@ -754,8 +1029,7 @@ def scan(proc=PROC, how=None, pids=None):
     counted. Kernel threads and zombies map nothing; lib_users itself is left out.
     """
     how = how or ScanOptions()
-    clock = _Clock(proc) if how.details else None
-    users = {}
+    ctx = _Context(proc, how)
     me = own_pid(proc)
     findings, scanned, unreadable = [], 0, 0
     for pid in list_pids(proc) if pids is None else pids:
@@ -769,7 +1043,7 @@ def scan(proc=PROC, how=None, pids=None):
             unreadable += 1
             continue
         try:
-            finding = scan_process(dir_fd, pid, how, clock, users)
+            finding = scan_process(dir_fd, pid, how, ctx)
         except (FileNotFoundError, ProcessLookupError):
             continue  # exited during the scan
         except (OSError, ValueError, IndexError):
@@ -819,17 +1093,179 @@ def group_by_argv(findings):
     return sorted(groups.values(), key=lambda g: (g.argv, g.pids))
 
 
+# Units that must not be restarted blindly, with the reason and what to do instead:
+# (glob on the unit name, reason). The first match wins; *.service units that match
+# nothing here are safe to restart.
+HELD_BACK = (
+    ("init.scope", "systemd itself (PID 1): run systemctl daemon-reexec, or reboot"),
+    ("dbus.service", "the system message bus: restarting it cuts every client off; reboot instead"),
+    ("dbus-broker.service", "the system message bus: restarting it cuts every client off; reboot instead"),
+    ("systemd-logind.service", "tracks every login session; restart it when nobody is logged in"),
+    ("display-manager.service", "a display manager: restarting it ends every graphical session"),
+    ("gdm.service", "a display manager: restarting it ends every graphical session"),
+    ("gdm3.service", "a display manager: restarting it ends every graphical session"),
+    ("sddm.service", "a display manager: restarting it ends every graphical session"),
+    ("lightdm.service", "a display manager: restarting it ends every graphical session"),
+    ("lxdm.service", "a display manager: restarting it ends every graphical session"),
+    ("xdm.service", "a display manager: restarting it ends every graphical session"),
+    ("getty@*.service", "a console login: restarting it ends the session on that console"),
+    ("serial-getty@*.service", "a console login: restarting it ends the session on that console"),
+    ("container-getty@*.service", "a console login: restarting it ends the session on that console"),
+    ("user@*.service", "the service manager of a logged-in user: ask them to log out and in"),
+    ("session-*.scope", "a login session: ask its user to log out and in again"),
+    ("*.scope", "a group of processes systemd did not start: restart the program itself"),
+)
+
+
+def held_back_reason(unit):
+    """Why `unit` must not be restarted blindly, or None if it is safe to restart."""
+    for pattern, reason in HELD_BACK:
+        if glob_match(pattern, unit):
+            return reason
+    return None if unit.endswith(".service") else "not a service"
+
+
+_CONTAINER_RESTART = {"docker": "docker restart %s", "podman": "podman restart %s",
+                      "lxc": "lxc restart %s", "nspawn": "machinectl reboot %s"}
+
+
+def container_advice(container):
+    kind, _, name = container.partition(":")
+    if kind in _CONTAINER_RESTART:
+        return "restart the container: " + _CONTAINER_RESTART[kind] % name
+    return "a process in another PID namespace: restart the container it runs in"
+
+
+class UnitEntry(_Record):
+    """One line of the restart plan: a unit (or container) label, its PIDs, the argv
+    groups inside it, and the reason it is held back (None: safe to restart)."""
+
+    __slots__ = ("label", "unit", "container", "pids", "groups", "reason")
+
+
+class RestartPlan(_Record):
+    """What to restart: `restart` lists system services that are safe to restart;
+    `entries` every unit, container and unit-less group with its processes."""
+
+    __slots__ = ("restart", "entries")
+
+
+def plan_restarts(findings):
+    """Sort findings into units and containers and say which units to restart."""
+    entries = {}
+    for finding in findings:
+        place = finding.placement or Placement(None, None, None, None, None, None)
+        if place.container is not None:
+            key, reason = place.container, container_advice(place.container)
+        elif place.unit is None:
+            key, reason = "", "no systemd unit: restart them by hand"
+        elif place.user_unit is not None:
+            key = "%s in %s" % (place.user_unit, place.unit)
+            reason = "a service of %s's user manager: as %s, systemctl --user restart %s" % (
+                place.user or place.uid, place.user or place.uid, place.user_unit)
+        else:
+            key, reason = place.unit, held_back_reason(place.unit)
+            if place.session is not None:
+                reason = "a login session of %s: ask them to log out and in again" % (
+                    place.user or "uid %s" % place.uid)
+        if key not in entries:
+            entries[key] = UnitEntry(key, place.unit, place.container, [], [], reason)
+        entries[key].pids.append(finding.pid)
+        entries[key].groups.append(finding)
+    result = []
+    for entry in entries.values():
+        entry.pids.sort()
+        entry.groups = group_by_argv(entry.groups)
+        result.append(entry)
+    result.sort(key=lambda e: (e.reason is not None, e.label == "", e.label))
+    restart = [e.unit for e in result if e.reason is None]
+    return RestartPlan(restart, result)
+
+
+def _version_key(version):
+    """Sort key that orders 6.1.0-10-amd64 after 6.1.0-9-amd64: digit runs as numbers."""
+    key, digits, other = [], "", ""
+    for char in version + "\0":
+        if char.isdigit():
+            if other:
+                key.append((1, other))
+                other = ""
+            digits += char
+        else:
+            if digits:
+                key.append((2, int(digits)))
+                digits = ""
+            other += char
+    return key
+
+
+def kernel_reboot_reasons(root="/", release=None):
+    """Why the running kernel wants a reboot, from the files under `root`: the
+    distribution's flag, its modules directory gone, or a newer kernel installed."""
+    release = release or os.uname().release
+    join = lambda *parts: os.path.join(root, *parts)  # noqa: E731
+    reasons = []
+    if os.path.exists(join("run", "reboot-required")):
+        reason = "the distribution asks for one (/run/reboot-required)"
+        try:
+            with open(join("run", "reboot-required.pkgs"), "rb") as pkgs:
+                names = sorted(set(os.fsdecode(pkgs.read()).split()))
+            if names:
+                reason += " after upgrading " + ", ".join(names)
+        except OSError:
+            pass
+        reasons.append(reason)
+    installed = set()
+    for modules in (join("lib", "modules"), join("usr", "lib", "modules")):
+        try:
+            installed.update(n for n in os.listdir(modules)
+                             if os.path.isdir(os.path.join(modules, n)))
+        except OSError:
+            pass
+    if installed and release not in installed:
+        reasons.append("the modules of the running kernel %s are gone" % release)
+    try:
+        installed.update(n[len("vmlinuz-"):] for n in os.listdir(join("boot"))
+                         if n.startswith("vmlinuz-"))
+    except OSError:
+        pass
+    newest = max(installed, key=_version_key, default=None)
+    if newest is not None and _version_key(newest) > _version_key(release):
+        reasons.append("kernel %s is installed but %s is running" % (newest, release))
+    return reasons
+
+
+class RebootHint(_Record):
+    """Whether a reboot is needed, with the reasons, and the deleted files only a
+    reboot replaces (those mapped by PID 1)."""
+
+    __slots__ = ("needed", "reasons", "files")
+
+
+def reboot_hint(findings, kernel_reasons=()):
+    """RebootHint from the kernel's reasons and the findings for PID 1."""
+    reasons, files = list(kernel_reasons), []
+    for finding in findings:
+        if finding.pid == 1 and any(u.kind != "fd" for u in finding.files.values()):
+            files = sorted(p for p, u in finding.files.items() if u.kind != "fd")
+            reasons.append("PID 1 uses deleted files that only a reboot (or systemctl "
+                           "daemon-reexec) replaces: " + ", ".join(escape(f) for f in files))
+    return RebootHint(bool(reasons), reasons, files)
+
+
 class Report(_Record):
     """What a scan found, ready to render: groups, the Scan itself, whether it looked
-    at descriptors (fds) instead of mappings, and the bytes restarting would free."""
+    at descriptors (fds) instead of mappings, the bytes restarting would free, the
+    RestartPlan and the RebootHint."""
 
-    __slots__ = ("groups", "scan", "fds", "freed")
+    __slots__ = ("groups", "scan", "fds", "freed", "plan", "reboot")
 
 
-def build_report(scan_result, fds=False):
+def build_report(scan_result, fds=False, kernel_reasons=()):
     findings = scan_result.findings
     return Report(group_by_argv(findings), scan_result, fds,
-                  freed_bytes(u for f in findings for u in f.files.values()))
+                  freed_bytes(u for f in findings for u in f.files.values()),
+                  plan_restarts(findings), reboot_hint(findings, kernel_reasons))
 
 
 # ---- rendering -------------------------------------------------------------------------
@@ -991,14 +1427,16 @@ def dumps_json(value, indent=0):
 def _process_doc(finding):
     doc = finding.process.asdict() if finding.process is not None else {
         "pid": finding.pid, "argv": finding.argv}
-    doc["files"] = [{"path": use.path, "kind": use.kind, "size": use.size}
+    doc.update(_placement_doc(finding.placement))
+    doc["files"] = [{"path": use.path, "kind": use.kind, "size": use.size,
+                     "replaced": use.replaced}
                     for _path, use in sorted(finding.files.items())]
     return doc
 
 
 def render_json(report):
-    """One JSON document: the groups, each reported process with its details, and
-    whether the scan saw every process."""
+    """One JSON document: the groups, each reported process with its details, what to
+    restart, whether a reboot is needed, and whether the scan saw every process."""
     doc = {
         "version": __version__,
         "mode": "fds" if report.fds else "maps",
@@ -1006,16 +1444,149 @@ def render_json(report):
         "unreadable": report.scan.unreadable,
         "groups": [],
     }
+    places = {f.pid: _placement_doc(f.placement) for f in report.scan.findings}
     for group in report.groups:
         entry = {"argv": group.argv, "pids": group.pids, "files": group.files}
+        for field in ("unit", "container", "session"):
+            # The group's unit (container, session) where all its processes share it.
+            values = [places[pid][field] for pid in group.pids]
+            entry[field] = values[0] if all(v == values[0] for v in values) else None
         if report.fds:
             entry["freed_bytes"] = group.freed
         doc["groups"].append(entry)
     if report.fds:
         doc["freed_bytes"] = report.freed
+    doc["restart"] = report.plan.restart
+    doc["reboot"] = report.reboot.asdict()
     doc["processes"] = [_process_doc(f) for f in
                         sorted(report.scan.findings, key=lambda f: f.pid)]
     return dumps_json(doc) + "\n"
+
+
+def _common(values):
+    values = set(values)
+    return values.pop() if len(values) == 1 else None
+
+
+def _placement_doc(place):
+    if place is None:
+        return {"unit": None, "user_unit": None, "container": None, "session": None}
+    session = None
+    if place.session is not None:
+        session = {"id": place.session, "uid": place.uid, "user": place.user}
+    return {"unit": place.unit, "user_unit": place.user_unit, "container": place.container,
+            "session": session}
+
+
+def _head(pids, verbose):
+    if len(pids) > 5 and not verbose:
+        return plural(len(pids), "process")
+    return ",".join(map(str, pids))
+
+
+def render_services(report, verbose=False, showlibs=False):
+    """-S: each unit (or container) with its processes, a ready-to-run systemctl line
+    for the services that are safe to restart, and why the others are held back."""
+    lines = []
+    for entry in report.plan.entries:
+        for group in entry.groups:
+            line = '%s %s "%s"' % (escape(entry.label) or "-", _head(group.pids, verbose),
+                                   format_argv(group.argv))
+            if showlibs:
+                line += " uses " + ",".join(_file_label(group.uses[p], report.fds)
+                                            for p in group.files)
+            lines.append(line + "\n")
+    if report.plan.restart:
+        lines.append("\nsystemctl restart %s\n" % " ".join(
+            escape(unit) for unit in report.plan.restart))
+    held = [e for e in report.plan.entries if e.reason is not None]
+    if held:
+        lines.append("\n")
+        for entry in held:
+            lines.append("# %s: %s\n" % (escape(entry.label) or "processes without a unit",
+                                         escape(entry.reason)))
+    if report.fds:
+        lines.append(_freed_line(report))
+    return "".join(lines)
+
+
+NAGIOS_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+
+
+def nagios_status(report, warning=0, critical=None):
+    """The monitoring-plugins state (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN): a count of
+    processes above a threshold alerts; a scan that missed processes is UNKNOWN."""
+    count = len(report.scan.findings)
+    if not report.scan.complete:
+        return 3
+    if critical is not None and count > critical:
+        return 2
+    if count > warning:
+        return 1
+    return 0
+
+
+def render_nagios(report, warning=0, critical=None, verbose=False):
+    """One status line with performance data, then the groups, one per line."""
+    state = nagios_status(report, warning, critical)
+    count, services = len(report.scan.findings), len(report.plan.restart)
+    if count:
+        summary = "%s use deleted files, %d to restart" % (
+            plural(count, "process"), services)
+        if report.plan.restart:
+            summary += " (%s)" % ", ".join(escape(u) for u in report.plan.restart)
+    else:
+        summary = "no process uses deleted files"
+    if not report.scan.complete:
+        summary += "; %s could not be read" % plural(report.scan.unreadable, "process")
+    if report.reboot.needed:
+        summary += "; reboot needed"
+    perf = "processes=%d;%d;%s;0 services=%d;;;0" % (
+        count, warning, "" if critical is None else critical, services)
+    lines = ["LIB_USERS %s - %s | %s\n" % (NAGIOS_STATES[state], summary, perf)]
+    lines += ['%s "%s"\n' % (_head(g.pids, verbose), format_argv(g.argv))
+              for g in report.groups]
+    return "".join(lines), state
+
+
+def _prom_label(value):
+    return escape(value).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def render_prometheus(report, now=None):
+    """The Prometheus text exposition format, for node_exporter's textfile collector."""
+    out = []
+
+    def gauge(name, help_, samples):
+        out.append("# HELP %s %s\n# TYPE %s gauge\n" % (name, help_, name))
+        for labels, value in samples:
+            label_text = ",".join('%s="%s"' % (k, _prom_label(v)) for k, v in labels)
+            out.append("%s%s %s\n" % (name, "{%s}" % label_text if labels else "", value))
+
+    findings = report.scan.findings
+    gauge("lib_users_processes", "Processes that use deleted files.", [((), len(findings))])
+    by_unit = {}
+    for finding in findings:
+        place = finding.placement
+        key = (place.unit or "", place.container or "") if place else ("", "")
+        by_unit[key] = by_unit.get(key, 0) + 1
+    gauge("lib_users_unit_processes",
+          "Processes that use deleted files, by systemd unit and container.",
+          [((("unit", u), ("container", c)), n) for (u, c), n in sorted(by_unit.items())])
+    gauge("lib_users_services_to_restart", "System services that should be restarted.",
+          [((), len(report.plan.restart))])
+    gauge("lib_users_reboot_required", "1 when the machine needs a reboot.",
+          [((), int(report.reboot.needed))])
+    gauge("lib_users_scan_complete", "1 when every process could be read.",
+          [((), int(report.scan.complete))])
+    gauge("lib_users_unreadable_processes", "Processes that could not be read.",
+          [((), report.scan.unreadable)])
+    if report.fds:
+        gauge("lib_users_deleted_bytes", "Bytes that deleted files held open pin on disk.",
+              [((), report.freed)])
+    gauge("lib_users_scan_timestamp_seconds", "When the scan ran, in seconds since the epoch.",
+          [((), "%.3f" % (time.time() if now is None else now))])
+    return "".join(out)
 
 
 # ---- command line ----------------------------------------------------------------------
@@ -1032,6 +1603,13 @@ OPTIONS = (
     (None, "--fds", "fds", None,
      "report deleted files held open through descriptors, and the space they pin"),
     ("-p", "--pid", "pids", "PID[,PID...]...", "look only at these processes"),
+    ("-S", "--services", "services", None,
+     "group by systemd unit and container, and say what to restart"),
+    (None, "--nagios", "nagios", None, "print a monitoring-plugins status line; exit 0-3"),
+    ("-w", "--warning", "warning", "N", "--nagios: WARNING above N processes (default 0)"),
+    ("-c", "--critical", "critical", "N", "--nagios: CRITICAL above N processes"),
+    (None, "--prometheus", "prometheus", None,
+     "print metrics in the Prometheus text format"),
     ("-i", "--ignore-pattern", "patterns", "GLOB...", "also ignore deleted files matching GLOB"),
     ("-I", "--ignore-literal", "literals", "PATH...", "also ignore the deleted file PATH"),
     (None, "--proc", "proc", "DIR", "read this procfs tree instead of /proc"),
@@ -1040,7 +1618,7 @@ OPTIONS = (
 )
 
 # Output formats: at most one of these may be given.
-_FORMATS = ("machine", "json")
+_FORMATS = ("machine", "json", "nagios", "prometheus")
 
 
 class UsageError(Exception):
@@ -1170,31 +1748,62 @@ def parse_pids(values):
     return sorted(pids)
 
 
+def _threshold(value, name):
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise UsageError("%s takes a whole number, not %s" % (name, escape(value)))
+    return int(value)
+
+
+def fatal(options, message):
+    """Report a fatal error; --nagios reports it as UNKNOWN (exit 3), as monitors expect."""
+    if options.nagios:
+        write_output("LIB_USERS UNKNOWN - %s\n" % message)
+        return 3
+    warn(message)
+    return 1
+
+
 def run(options):
     """Scan and print as `options` say; returns the exit status."""
-    how = ScanOptions(fds=options.fds, details=options.json,
-                      table=ignore_table(options.patterns, options.literals))
+    warning = _threshold(options.warning, "--warning")
+    critical = _threshold(options.critical, "--critical")
     pids = parse_pids(options.pids) if options.pids else None
+    services = options.services or options.json or options.nagios or options.prometheus
+    how = ScanOptions(fds=options.fds, details=options.json, services=services,
+                      table=ignore_table(options.patterns, options.literals))
     try:
         result = scan(options.proc, how, pids)
     except OSError as err:
-        warn("cannot read %s: %s" % (escape(options.proc), err.strerror or err))
-        return 1
+        return fatal(options, "cannot read %s: %s" % (
+            escape(options.proc), escape(err.strerror or str(err))))
     if result.scanned == 0 and result.unreadable == 0 and pids is None:
-        warn("no processes found in %s; is procfs mounted there?" % escape(options.proc))
-        return 1
-    report = build_report(result, options.fds)
+        return fatal(options, "no processes found in %s; is procfs mounted there?"
+                     % escape(options.proc))
+    live = os.path.realpath(options.proc) == "/proc"
+    report = build_report(result, options.fds, kernel_reboot_reasons() if live else ())
+    status = 0
     if options.json:
         text = render_json(report)
     elif options.machine:
         text = render_machine(report)
+    elif options.nagios:
+        text, status = render_nagios(report, warning or 0, critical, options.verbose)
+    elif options.prometheus:
+        text = render_prometheus(report)
+    elif options.services:
+        text = render_services(report, options.verbose, options.showlibs)
     else:
         text = render_text(report, options.verbose, options.showlibs)
-    if result.unreadable:
+    if not (options.json or options.nagios or options.prometheus):
+        for reason in report.reboot.reasons:
+            warn("reboot needed: " + reason)
+    if result.unreadable and not options.nagios:
         advice = "; run as root to see them all" if os.geteuid() != 0 else ""
         warn("%s could not be read%s" % (plural(result.unreadable, "process"), advice))
     write_output(text)
-    return 0
+    return status
 
 
 def main(argv=None):
@@ -1202,8 +1811,9 @@ def main(argv=None):
     if hasattr(sys.stdout, "reconfigure"):
         # Whatever the locale, an unencodable character is escaped, never an error.
         sys.stdout.reconfigure(errors="backslashreplace")
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        options = parse_args(sys.argv[1:] if argv is None else argv)
+        options = parse_args(args)
         if options.help:
             write_output(help_text())
             return 0
@@ -1212,6 +1822,9 @@ def main(argv=None):
             return 0
         return run(options)
     except UsageError as err:
+        if "--nagios" in args:  # a monitor reads stdout and the exit status
+            write_output("LIB_USERS UNKNOWN - usage error: %s\n" % err)
+            return 3
         warn("%s (see lib_users --help)" % err)
         return 2
     except KeyboardInterrupt:

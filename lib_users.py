@@ -207,7 +207,9 @@ class ProcessInfo(_Record):
 
 
 class _Clock:
-    """What turns stat's starttime (clock ticks since boot) into epoch seconds."""
+    """What turns stat's starttime (clock ticks since boot) into epoch seconds. The
+    boot time is /proc/stat's btime, whole seconds, so a process's start time is
+    stable between calls and (pid, start_time) identifies it."""
 
     def __init__(self, proc):
         self.ticks = os.sysconf("SC_CLK_TCK")
@@ -215,13 +217,6 @@ class _Clock:
             self.btime = boot_time(proc)
         except (OSError, ValueError):
             self.btime = None
-        if os.path.realpath(proc) == "/proc":
-            # btime is whole seconds; the live uptime gives the boot time to 10 ms.
-            try:
-                with open("/proc/uptime", "rb") as uptime:
-                    self.btime = time.time() - float(uptime.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
 
     def epoch(self, starttime):
         return None if self.btime is None else self.btime + starttime / self.ticks
@@ -266,7 +261,7 @@ def get_processes(pids=None, proc=PROC):
     for pid in list_pids(proc) if pids is None else pids:
         try:
             dir_fd = _open_pid_dir(pid, proc)
-        except OSError:
+        except (NoSuchProcess, AccessDenied):
             continue
         try:
             result.append(process_info(dir_fd, pid, clock, users))
@@ -479,6 +474,15 @@ def _file_type(mode, target):
     return "unknown"
 
 
+def _same_file(dir_fd, path, st):
+    """True if `path`, looked up in the process's root, is the file `st` describes."""
+    try:
+        other = os.stat(b"root" + os.fsencode(path), dir_fd=dir_fd)
+    except (OSError, ValueError):
+        return False
+    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
+
+
 def get_file_info(ref, proc=PROC):
     """FileInfo for a FileRef from get_process_files. NoSuchProcess if the process (or
     the descriptor) is gone, AccessDenied if it may not be read."""
@@ -500,8 +504,12 @@ def get_file_info(ref, proc=PROC):
             path=None, deleted=False, mount_point=None, fs_type=None, protocol=None,
             local=None, remote=None, state=None, tx_queue=None, rx_queue=None, peers=None)
         if target.startswith("/"):
-            info.deleted = target.endswith(" (deleted)")
-            info.path = _strip_deleted(target)
+            # A memfd is not a deleted file, and a file really named "x (deleted)"
+            # is told apart by looking the name up in the process's root.
+            memfd = target.startswith("/memfd:")
+            info.deleted = (target.endswith(" (deleted)") and not memfd
+                            and not _same_file(dir_fd, target, st))
+            info.path = _strip_deleted(target) if info.deleted or memfd else target
         if kind == "sock":
             found = _find_socket(dir_fd, st.st_ino)
             if found is not None:
@@ -514,8 +522,9 @@ def get_file_info(ref, proc=PROC):
                 mounts = {}
             mount = mounts.get(mnt_id)
             if mount is None:  # no fdinfo (cwd, root, exe): the deepest mount of its device
+                path = info.path or ""
                 candidates = [m for m in mounts.values() if (m[0], m[1]) == info.dev
-                              and (info.path or "").startswith(m[2].rstrip("/") + "/")]
+                              and (path == m[2] or path.startswith(m[2].rstrip("/") + "/"))]
                 mount = max(candidates, key=lambda m: len(m[2]), default=None)
             if mount is not None:
                 info.mount_point, info.fs_type = mount[2], mount[3]
@@ -929,8 +938,9 @@ def stale_script(dir_fd, argv, exe_name, start_time):
         return FileUse(script, "script", None, None, False)
     except OSError:
         return None
-    # A second's grace: stat's start time has clock-tick precision, and a script
-    # written just before its interpreter started is not a changed one.
+    # A second's grace: btime is truncated to whole seconds, so a start time may read
+    # up to a second early; a script written just before its interpreter started is
+    # not a changed one.
     if start_time is None or max(st.st_mtime, st.st_ctime) <= start_time + 1:
         return None
     return FileUse(script, "script", st.st_size,

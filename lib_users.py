@@ -70,12 +70,13 @@ def _read_at(dir_fd, name):
 
     Reading /proc/PID files through a descriptor of the /proc/PID directory ties every
     read to one process: once it exits, the directory goes stale (ENOENT/ESRCH) even if
-    its PID is reused by a new process, so two processes' data are never mixed.
+    its PID is reused by a new process, so two processes' data are never mixed. A read
+    of maps returns about a page at a time, so read until the end.
     """
     fd = os.open(name, _O_FILE, dir_fd=dir_fd)
     try:
         data = os.read(fd, _CHUNK)
-        if len(data) < _CHUNK:
+        if not data:
             return data
         parts = [data]
         while data:
@@ -102,7 +103,8 @@ def _open_pid_dir(pid, proc):
 
 def list_pids(proc=PROC):
     """The PIDs listed in the procfs at `proc`, ascending. OSError if it cannot be read."""
-    return sorted(int(name) for name in os.listdir(proc) if name.isdigit())
+    # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
+    return sorted(int(n) for n in os.listdir(proc) if n.isascii() and n.isdigit())
 
 
 def own_pid(proc=PROC):
@@ -654,7 +656,7 @@ def read_placement(dir_fd, own_ns, users):
 
 # Deleted-looking mappings that are never an upgraded file: kernel objects, shared memory
 # and temp files that programs map and unlink on purpose. (kind, pattern, reason); kind
-# "glob" matches with * and ?, "literal" the whole name. Matched against the name without
+# "glob" matches with glob_match() (* within a directory, ** across), "literal" the whole name. Matched against the name without
 # its " (deleted)" marker. Whole directories such as /tmp are deliberately not here: a
 # deleted library loaded from /tmp is worth seeing.
 FALSE_POSITIVES = (
@@ -669,32 +671,63 @@ FALSE_POSITIVES = (
     ("glob", "/tmp/orcexec.*", "code that liborc compiles at run time and unlinks"),
     ("glob", "/run/user/*/orcexec*", "code that liborc compiles at run time and unlinks"),
     ("glob", "/tmp/ffi*", "libffi closure trampolines, unlinked once mapped"),
-    ("glob", "*/jna*.tmp", "the native stub that JNA unpacks and unlinks"),
+    ("glob", "**/jna*.tmp", "the native stub that JNA unpacks and unlinks"),
     ("glob", "/var/run/nscd/db*", "an nscd cache database, replaced while mapped"),
     ("glob", "/run/nscd/db*", "an nscd cache database, replaced while mapped"),
 )
 
 
 def glob_match(pattern, name):
-    """fnmatch-style matching where * and ? also match '/'."""
-    if "?" in pattern or "[" in pattern:
-        import fnmatch  # rare: only user patterns with ? or [...] need it
+    """Shell-style matching of a path: `*` matches within one path component, `**`
+    across components, `?` one character but '/', `[...]` one character of a set."""
+    return _glob_at(pattern, 0, name, 0)
 
-        return fnmatch.fnmatchcase(name, pattern)
-    parts = pattern.split("*")
-    if len(parts) == 1:
-        return name == pattern
-    first, last = parts[0], parts[-1]
-    if not name.startswith(first) or len(name) < len(first) + len(last):
-        return False
-    pos = len(first)
-    stop = len(name) - len(last)
-    for part in parts[1:-1]:
-        pos = name.find(part, pos, stop)
-        if pos < 0:
+
+def _glob_at(pattern, i, name, j):
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            double = pattern.startswith("**", i)
+            i += 2 if double else 1
+            if i == len(pattern):
+                return double or "/" not in name[j:]
+            for k in range(j, len(name) + 1):
+                if _glob_at(pattern, i, name, k):
+                    return True
+                if k < len(name) and name[k] == "/" and not double:
+                    return False
             return False
-        pos += len(part)
-    return name.endswith(last)
+        if j >= len(name):
+            return False
+        if char == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            members, negate = pattern[i + 1 : end], False
+            if members[:1] in ("!", "^"):
+                members, negate = members[1:], True
+            hit = any(low <= name[j] <= high for low, high in _char_ranges(members))
+            if hit == negate or name[j] == "/":
+                return False
+            i = end
+        elif char == "?":
+            if name[j] == "/":
+                return False
+        elif char != name[j]:
+            return False
+        i += 1
+        j += 1
+    return j == len(name)
+
+
+def _char_ranges(members):
+    ranges, k = [], 0
+    while k < len(members):
+        if k + 2 < len(members) and members[k + 1] == "-":
+            ranges.append((members[k], members[k + 2]))
+            k += 3
+        else:
+            ranges.append((members[k], members[k]))
+            k += 1
+    return ranges
 
 
 def is_ignored(name, table=FALSE_POSITIVES):
@@ -800,7 +833,10 @@ def deleted_open_files(dir_fd, table=FALSE_POSITIVES, sizes=True):
     import stat
 
     found = {}
-    fd_dir = os.open("fd", _O_DIR, dir_fd=dir_fd)
+    try:
+        fd_dir = os.open("fd", _O_DIR, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return found  # gone, or a saved tree without descriptors
     try:
         for name in os.listdir(fd_dir):
             try:
@@ -855,7 +891,7 @@ INTERPRETERS = (
     ("ruby", ("-I", "-r", "-C", "-E"), ("-e",)),
     ("node", ("-r", "--require", "--import", "--loader"), ("-e", "--eval", "-p", "--print")),
     ("nodejs", ("-r", "--require"), ("-e", "--eval", "-p", "--print")),
-    ("php", ("-c", "-d", "-z"), ("-r", "-a")),
+    ("php", ("-c", "-d", "-z", "-S", "-t"), ("-r", "-a")),
     ("bash", ("-o", "+o", "-O", "+O", "--rcfile", "--init-file"), ("-c", "-s", "-i")),
     ("sh", ("-o", "+o"), ("-c", "-s", "-i")),
     ("dash", ("-o", "+o"), ("-c", "-s", "-i")),
@@ -898,7 +934,7 @@ def script_of(argv, exe_name):
             return args[i + 1] if i + 1 < len(args) else None
         if arg in no_script:
             return None
-        if arg in with_value:
+        if arg in with_value and (prefix, arg) != ("perl", "-x"):  # perl -x[dir]
             i += 2
             continue
         if arg[:2] in with_value:  # the value attached: -Wignore, -I/usr/lib/perl
@@ -986,7 +1022,11 @@ class _Context:
 
 
 def _start_time(dir_fd, clock):
-    return clock.epoch(int(parse_stat(_read_at(dir_fd, "stat"))[1][19]))
+    """The process's start time, or None where its stat is missing (a saved tree)."""
+    try:
+        return clock.epoch(int(parse_stat(_read_at(dir_fd, "stat"))[1][19]))
+    except FileNotFoundError:
+        return None
 
 
 def scan_process(dir_fd, pid, how, ctx):
@@ -999,13 +1039,20 @@ def scan_process(dir_fd, pid, how, ctx):
         data = _read_at(dir_fd, "maps")
         found = deleted_mapped_files(dir_fd, data, how.table, how.details)
         if how.scripts:
-            name = os.fsdecode(_first_mapped_path(data).rsplit(b"/", 1)[-1])
+            exe_path = _first_mapped_path(data)
+            if exe_path.endswith(_DELETED):  # the interpreter itself was replaced
+                exe_path = exe_path[: -len(_DELETED)]
+            name = os.fsdecode(exe_path.rsplit(b"/", 1)[-1])
             script_exe = name if _interpreter(name) else None
     if not found and script_exe is None:
         return None  # the common case: nothing more to read
     info = None
     if how.details:
-        info = process_info(dir_fd, pid, ctx.clock, ctx.users)
+        try:
+            info = process_info(dir_fd, pid, ctx.clock, ctx.users)
+        except FileNotFoundError:
+            pass  # gone (then the reads below fail too), or a saved tree without stat
+    if info is not None:
         argv, exe, comm = info.argv, info.exe, info.comm
     else:
         argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
@@ -1118,6 +1165,10 @@ HELD_BACK = (
     ("lightdm.service", "a display manager: restarting it ends every graphical session"),
     ("lxdm.service", "a display manager: restarting it ends every graphical session"),
     ("xdm.service", "a display manager: restarting it ends every graphical session"),
+    ("NetworkManager.service", "manages the network: restarting it can cut a remote session off"),
+    ("systemd-networkd.service", "manages the network: restarting it can cut a remote session off"),
+    ("networking.service", "manages the network: restarting it can cut a remote session off"),
+    ("wpa_supplicant.service", "manages the network: restarting it can cut a remote session off"),
     ("getty@*.service", "a console login: restarting it ends the session on that console"),
     ("serial-getty@*.service", "a console login: restarting it ends the session on that console"),
     ("container-getty@*.service", "a console login: restarting it ends the session on that console"),
@@ -1171,8 +1222,13 @@ def plan_restarts(findings):
             key, reason = "", "no systemd unit: restart them by hand"
         elif place.user_unit is not None:
             key = "%s in %s" % (place.user_unit, place.unit)
-            reason = "a service of %s's user manager: as %s, systemctl --user restart %s" % (
-                place.user or place.uid, place.user or place.uid, place.user_unit)
+            who = place.user or place.uid
+            if place.user_unit.endswith(".service"):
+                reason = "a service of %s's user manager: as %s, systemctl --user restart %s" % (
+                    who, who, place.user_unit)
+            else:  # a scope: systemd cannot restart what it did not start
+                reason = "processes %s started in their session: restart the program itself" % (
+                    who,)
         else:
             key, reason = place.unit, held_back_reason(place.unit)
             if place.session is not None:
@@ -1354,9 +1410,11 @@ def render_text(report, verbose=False, showlibs=False):
 
 
 def _file_label(use, with_size):
+    """A file in a -s list: commas and semicolons in its name escaped, so that the
+    list splits cleanly; with --fds its size."""
     if with_size and use.size is not None:
-        return "%s (%s)" % (escape(use.path), human_size(use.size))
-    return escape(use.path)
+        return "%s (%s)" % (_escape_field(use.path), human_size(use.size))
+    return _escape_field(use.path)
 
 
 def _escape_field(text):
@@ -1508,7 +1566,7 @@ def render_services(report, verbose=False, showlibs=False):
             lines.append(line + "\n")
     if report.plan.restart:
         lines.append("\nsystemctl restart %s\n" % " ".join(
-            escape(unit) for unit in report.plan.restart))
+            quote_arg(unit) for unit in report.plan.restart))
     held = [e for e in report.plan.entries if e.reason is not None]
     if held:
         lines.append("\n")
@@ -1541,8 +1599,8 @@ def render_nagios(report, warning=0, critical=None, verbose=False):
     state = nagios_status(report, warning, critical)
     count, services = len(report.scan.findings), len(report.plan.restart)
     if count:
-        summary = "%s use deleted files, %d to restart" % (
-            plural(count, "process"), services)
+        summary = "%s %s deleted files, %d to restart" % (
+            plural(count, "process"), "uses" if count == 1 else "use", services)
         if report.plan.restart:
             summary += " (%s)" % ", ".join(escape(u) for u in report.plan.restart)
     else:
@@ -1553,14 +1611,19 @@ def render_nagios(report, warning=0, critical=None, verbose=False):
         summary += "; reboot needed"
     perf = "processes=%d;%d;%s;0 services=%d;;;0" % (
         count, warning, "" if critical is None else critical, services)
-    lines = ["LIB_USERS %s - %s | %s\n" % (NAGIOS_STATES[state], summary, perf)]
-    lines += ['%s "%s"\n' % (_head(g.pids, verbose), format_argv(g.argv))
+    # Nagios reads whatever follows a '|', in any line, as performance data.
+    lines = ["LIB_USERS %s - %s | %s\n" % (NAGIOS_STATES[state],
+                                            summary.replace("|", "\\x7c"), perf)]
+    lines += ['%s "%s"\n' % (_head(g.pids, verbose),
+                              format_argv(g.argv).replace("|", "\\x7c"))
               for g in report.groups]
     return "".join(lines), state
 
 
 def _prom_label(value):
-    return escape(value).replace("\\", "\\\\").replace('"', '\\"')
+    # escape() for control characters, but a backslash only once: the format's own.
+    text = "\\".join(escape(part) for part in value.split("\\"))
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def render_prometheus(report, now=None):
@@ -1654,7 +1717,8 @@ def help_text():
             names += " " + metavar.rstrip(".")
         lines.append("  %-28s %s" % (names, help_))
     lines += ["", "Exit status: 0 after a scan (whether or not anything was found), "
-              "1 on a fatal error, 2 on a usage error."]
+              "1 on a fatal error, 2 on a usage error, 130 when interrupted; "
+              "with --nagios 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."]
     return "\n".join(lines) + "\n"
 
 
@@ -1832,7 +1896,8 @@ def main(argv=None):
             return 0
         return run(options)
     except UsageError as err:
-        if "--nagios" in args:  # a monitor reads stdout and the exit status
+        if any(a.startswith("--n") and "--nagios".startswith(a.partition("=")[0])
+               for a in args):  # a monitor reads stdout and the exit status
             write_output("LIB_USERS UNKNOWN - usage error: %s\n" % err)
             return 3
         warn("%s (see lib_users --help)" % err)

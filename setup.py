@@ -19,7 +19,9 @@ setup(
     long_description_content_type="text/markdown",
     license="GPL-2.0-only",
     py_modules=["lib_users"],
-    entry_points={"console_scripts": ["lib_users = lib_users:main", "fd_users = lib_users:fd_main"]},
+    entry_points={"console_scripts": ["lib_users = lib_users:main",
+                                      "fd_users = lib_users:fd_main"]},
+    data_files=[("share/man/man1", ["lib_users.1"])],
     python_requires=">=3.8",
     classifiers=[
         "Environment :: Console",

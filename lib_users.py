@@ -774,7 +774,7 @@ def deleted_mappings(data, table=FALSE_POSITIVES):
 def _still_linked(dir_fd, mapping):
     """True if a file really named "PATH (deleted)" is the mapped file: the kernel's
     marker and such a name look the same in maps. Looked up in the process's own root."""
-    name = os.fsencode(mapping.path).replace(b"\n", b"\\012") + _DELETED
+    name = os.fsencode(mapping.path) + _DELETED
     if not name.startswith(b"/"):
         return False
     try:
@@ -1789,6 +1789,8 @@ def plural(count, noun):
 
 def warn(message):
     """One line on stderr, prefixed, never raising (stderr may be closed too)."""
+    if sys.stderr is None:  # started with stderr closed
+        return
     try:
         sys.stderr.write("lib_users: %s\n" % message)
         sys.stderr.flush()
@@ -1799,6 +1801,8 @@ def warn(message):
 def write_output(text):
     """Write results to stdout. A closed pipe ends quietly; any other failure is an
     error the caller reports."""
+    if sys.stdout is None:  # started with stdout closed (>&-)
+        raise OSError(0, "standard output is closed")
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -1882,7 +1886,7 @@ def run(options):
 
 def main(argv=None):
     """The lib_users command. Returns the exit status."""
-    if hasattr(sys.stdout, "reconfigure"):
+    if sys.stdout is not None and hasattr(sys.stdout, "reconfigure"):
         # Whatever the locale, an unencodable character is escaped, never an error.
         sys.stdout.reconfigure(errors="backslashreplace")
     args = sys.argv[1:] if argv is None else list(argv)

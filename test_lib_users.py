@@ -1,0 +1,3170 @@
+"""Tests for lib_users, in the order of the module's sections: the /proc parsers and the
+command line on fixture trees (testdata/), the lsof-style API, services and monitoring
+formats, and integration with real processes that map deleted libraries.
+
+Run with: python3 -m pytest
+"""
+
+import errno
+import functools
+import glob
+import json
+import os
+import pwd
+import re
+import select
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import unicodedata
+
+import pytest
+
+import lib_users
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LIB_USERS = os.path.join(HERE, "lib_users.py")
+TESTDATA = os.path.join(HERE, "testdata")
+
+
+# ==== parsing /proc text and the command line on fixture trees ==========================
+# Tests on fixture /proc data: maps files under testdata/maps/ for the parser, and procfs
+# trees under testdata/proc-*/ for the command line (`--proc`). The fixtures are written
+# by testdata/make_fixtures.py; its docstring lists the cases.
+
+_FX_LIBDIR = "/usr/lib/x86_64-linux-gnu/"
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def _fx_maps(name):
+    """The bytes of a maps fixture, testdata/maps/NAME.maps."""
+    with open(os.path.join(TESTDATA, "maps", name + ".maps"), "rb") as maps:
+        return maps.read()
+
+
+def _fx_line(path, inode=1900001, perms=b"r-xp", start=0x7F3A1C400000, dev=b"fe:01"):
+    """One maps line laid out as the kernel does: the name starts at column 73."""
+    head = b"%08x-%08x %s %08x %s %d " % (start, start + 0x1000, perms, 0, dev, inode)
+    return head if not path else head.ljust(72) + b" " + path
+
+
+def _fx_cli(*args):
+    """Run lib_users as a user would; stdout and stderr as bytes."""
+    env = dict(os.environ, LC_ALL="C.UTF-8")
+    env.pop("PYTHONIOENCODING", None)
+    return subprocess.run([sys.executable, LIB_USERS] + list(args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env, timeout=60)
+
+
+def _fx_run(tree, *args):
+    """Run lib_users on a procfs tree: a fixture name under testdata/, or a path. The
+    committed fixtures do not change, so a run on one is made once per session: every
+    run costs an interpreter start-up."""
+    if os.sep in tree:
+        return _fx_cli("--proc", tree, *args)
+    return _fx_run_fixture(tree, args)
+
+
+@functools.lru_cache(maxsize=None)
+def _fx_run_fixture(tree, args):
+    return _fx_cli("--proc", os.path.join(TESTDATA, tree), *args)
+
+
+def _fx_groups(doc):
+    """The groups of a --json document, with the fields this file checks."""
+    return [{key: g[key] for key in ("argv", "pids", "files")} for g in doc["groups"]]
+
+
+def _fx_ok(tree, *args):
+    """stdout of a run that must succeed with nothing on stderr, as text."""
+    result = _fx_run(tree, *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+    return result.stdout.decode("utf-8")
+
+
+def _fx_json(tree, *args):
+    result = _fx_run(tree, "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.decode("ascii"))
+
+
+def _fx_write_process(tree, pid, argv, maps, comm=b"app", exe=None):
+    """A process in a procfs tree made at test time: cmdline, comm, maps, stat, status."""
+    base = os.path.join(str(tree), str(pid))
+    os.makedirs(base)
+    files = {
+        "cmdline": b"".join(arg + b"\0" for arg in argv),
+        "comm": comm + b"\n",
+        "maps": maps,
+        "stat": b"%d (%s) S 1 %d %d 0 -1 4194560 1520 0 3 0 12 7 0 0 20 0 1 0 4800 "
+                b"11866112 1423 18446744073709551615 1 1 0 0 0 0 0 4096 16387 1 0 0 17 "
+                b"1 0 0 0 0 0 0 0 0 0 0 0 0 0\n" % (pid, comm, pid, pid),
+        "status": b"Name:\t%s\nState:\tS (sleeping)\nPid:\t%d\nPPid:\t1\n"
+                  b"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n" % (comm, pid),
+    }
+    for name, data in files.items():
+        with open(os.path.join(base, name), "wb") as out:
+            out.write(data)
+    if exe is not None:
+        os.symlink(exe, os.path.join(base, "exe"))
+    return base
+
+
+def _fx_assert_terminal_safe(data):
+    """Nothing in `data` (bytes written to a terminal) can act on the terminal: no C0
+    control but the line end, no DEL, valid UTF-8, no C1 and no invisible format
+    character such as the bidi override U+202E."""
+    bad = sorted({byte for byte in data if (byte < 0x20 and byte != 0x0A) or byte == 0x7F})
+    assert not bad, "raw control bytes %r in %r" % (bad, data)
+    text = data.decode("utf-8")  # strict: a raw byte that is not UTF-8 fails here
+    for char in text:
+        assert not 0x80 <= ord(char) <= 0x9F, "raw C1 character %r" % char
+        assert char != "\u202e", "raw bidi override"
+        if char != "\n":
+            assert unicodedata.category(char) not in ("Cc", "Cf", "Cs", "Zl", "Zp"), (
+                "raw invisible character %r in %r" % (char, text))
+    return text
+
+
+# ---- procfs access: parsing maps --------------------------------------------------------
+
+
+def test_fx_split_maps_line_reads_every_field():
+    line = _fx_maps("odd-names").split(b"\n")[6]
+    assert line.startswith(b"7f3a1c400000-7f3a1c426000 r--p 00000000 fe:01 1900101 ")
+    mapping = lib_users.split_maps_line(line)
+    assert (mapping.start, mapping.end) == (0x7F3A1C400000, 0x7F3A1C426000)
+    assert (mapping.perms, mapping.offset) == ("r--p", 0)
+    assert mapping.dev == (254, 1)  # maps writes the device in hex
+    assert mapping.inode == 1900101
+    assert mapping.path == "/opt/My App/lib/libcore 2.so"
+    assert mapping.deleted is True
+
+
+def test_fx_split_maps_line_anonymous_and_malformed():
+    line = b"7f3a1c988000-7f3a1c98b000 rw-p 00000000 00:00 0 "  # a bare trailing space
+    anonymous = lib_users.split_maps_line(line)
+    assert (anonymous.path, anonymous.deleted, anonymous.inode) == ("", False, 0)
+    assert lib_users.split_maps_line(b"") is None
+    assert lib_users.split_maps_line(b"not a maps line at all") is None
+
+
+def test_fx_parse_maps_keeps_every_line_and_pseudo_entries():
+    with open(os.path.join(TESTDATA, "proc-basic", "845", "maps"), "rb") as maps:
+        data = maps.read()
+    mappings = lib_users.parse_maps(data)
+    assert len(mappings) == data.count(b"\n")
+    paths = [m.path for m in mappings]
+    for pseudo in ("[heap]", "[stack]", "[vvar]", "[vdso]", "[vsyscall]"):
+        assert pseudo in paths
+    assert "" in paths  # anonymous memory
+    assert mappings[-1].start == 0xFFFFFFFFFF600000
+    deleted = {m.path for m in mappings if m.deleted}
+    assert deleted == {_FX_LIBDIR + "libssl.so.3", _FX_LIBDIR + "libcrypto.so.3"}
+
+
+def test_fx_paths_with_spaces_tabs_newlines_and_bad_bytes():
+    found = lib_users.deleted_mappings(_fx_maps("odd-names"))
+    assert set(found) == {
+        "/opt/My App/lib/libcore 2.so",
+        "/opt/app/lib\tplugin.so",
+        "/opt/app/new\nline.so",  # the kernel wrote the newline as \012
+        os.fsdecode(b"/opt/app/caf\xe9.so"),
+        "/opt/app/esc\x1b[2J.so",
+        "/opt/app/trail.so ",  # the name itself ends in a space
+    }
+    keep = [m for m in lib_users.parse_maps(_fx_maps("odd-names"))
+            if m.path == "/opt/My App/lib/libkeep.so"]
+    assert len(keep) == 5 and not any(m.deleted for m in keep)
+
+
+def test_fx_non_utf8_path_is_decoded_with_surrogateescape():
+    path = os.fsdecode(b"/opt/app/caf\xe9.so")
+    mapping = lib_users.deleted_mappings(_fx_maps("odd-names"))[path]
+    assert mapping.path == "/opt/app/caf\udce9.so"
+    assert os.fsencode(mapping.path) == b"/opt/app/caf\xe9.so"  # the real name, back
+    assert lib_users.escape(mapping.path) == "/opt/app/caf\\xe9.so"
+
+
+def test_fx_openvz_prefix_marker():
+    found = lib_users.deleted_mappings(_fx_maps("openvz-prefix"))
+    assert set(found) == {"/usr/lib64/libssl.so.1.0.1e", "/usr/lib64/libcrypto.so.1.0.1e"}
+    mapping = lib_users.split_maps_line(
+        _fx_line(b"(deleted)/usr/lib/libfoo.so", perms=b"r-xp"))
+    assert (mapping.path, mapping.deleted) == ("/usr/lib/libfoo.so", True)
+
+
+def test_fx_deleted_inside_a_name_is_not_the_marker():
+    data = _fx_maps("deleted-in-name")
+    assert lib_users.deleted_mappings(data).keys() == {
+        "/opt/(deleted)/liby.so",  # a directory named (deleted); the file is deleted
+        "/opt/libv.so (deleted)",  # a file really named so, then deleted
+    }
+    flags = {m.path: m.deleted for m in lib_users.parse_maps(data)}
+    for name in ("/opt/(deleted)/libx.so", "/opt/x (deleted).so", "/opt/libw.so(deleted)",
+                 "/opt/libx.so (deleted) ", "/opt/(deleted)libz.so"):
+        assert flags[name] is False, name
+
+
+def test_fx_large_maps_file(tmp_path):
+    """20000 lines, about 2 MB: every line parsed, the few deleted ones found wherever
+    they are, also past the first 64 KiB read."""
+    lines, deleted = [], {}
+    for i in range(20000):
+        start = 0x7F0000000000 + i * 0x2000
+        if i in (3, 9000, 19997):
+            path = b"/usr/lib/x86_64-linux-gnu/libdeleted%d.so.1" % i
+            deleted[os.fsdecode(path)] = start
+            lines.append(_fx_line(path + b" (deleted)", 2000000 + i, start=start))
+        elif i == 15000:
+            lines.append(_fx_line(b"/memfd:jit-cache (deleted)", 77, b"r-xs", start,
+                                  b"00:01"))
+        elif i % 3 == 0:
+            lines.append(_fx_line(b"", 0, b"rw-p", start, b"00:00"))
+        else:
+            lines.append(_fx_line(b"/usr/lib/x86_64-linux-gnu/libmod%d.so" % (i % 400),
+                                  1500000 + i % 400, start=start))
+    data = b"".join(line + b"\n" for line in lines)
+    assert len(data) > 1000000
+    mappings = lib_users.parse_maps(data)
+    assert len(mappings) == 20000
+    assert sum(m.deleted for m in mappings) == 4
+    found = lib_users.deleted_mappings(data)
+    assert {path: m.start for path, m in found.items()} == deleted
+    # and through the command line, from a file read in many chunks
+    pid_dir = _fx_write_process(tmp_path, 4321, [b"/usr/bin/bigapp"], data, b"bigapp")
+    assert os.path.getsize(os.path.join(pid_dir, "maps")) == len(data)
+    out = _fx_ok(str(tmp_path), "-s")
+    assert out == '4321 "/usr/bin/bigapp" uses %s\n' % ",".join(sorted(deleted))
+
+
+# ---- detection: false positives ---------------------------------------------------------
+
+_FX_NEAR_MISSES = (
+    "/tmp/libfoo.so",
+    "/var/tmp/ffi-bridge.so",
+    "/dev/shmem-helper.so",
+    "/opt/app/SYSV/libipc.so",
+    "/run/nscd/libnss_cache.so",
+    _FX_LIBDIR + "libssl.so.3",
+)
+
+
+def test_fx_false_positives_fixture_keeps_only_real_files():
+    """Every false positive in a real-looking maps file is dropped; deleted files with
+    similar names (in /tmp, next to /dev/shm, ...) are reported."""
+    found = lib_users.deleted_mappings(_fx_maps("false-positives"))
+    assert set(found) == set(_FX_NEAR_MISSES)
+
+
+def test_fx_false_positives_fixture_covers_the_whole_table():
+    """An entry added to FALSE_POSITIVES needs an example in the fixture."""
+    mappings = lib_users.parse_maps(_fx_maps("false-positives"))
+    names = [m.path for m in mappings if m.deleted]
+    for entry in lib_users.FALSE_POSITIVES:
+        assert any(lib_users.is_ignored(name, (entry,)) for name in names), entry
+
+
+def _fx_example_name(kind, pattern):
+    """A concrete name that an entry of FALSE_POSITIVES matches."""
+    if kind == "literal":
+        return pattern
+    name = pattern.replace("*", "x7Qz").replace("?", "q")
+    return name if name.startswith("/") else "/tmp" + name[len("x7Qz"):]
+
+
+@pytest.mark.parametrize("entry", lib_users.FALSE_POSITIVES, ids=lambda e: e[1])
+def test_fx_each_false_positive_is_dropped(entry):
+    kind, pattern, reason = entry
+    name = _fx_example_name(kind, pattern)
+    assert lib_users.is_ignored(name, (entry,)) == reason
+    assert lib_users.is_ignored(name)  # with the whole table
+    data = (_fx_line(name.encode() + b" (deleted)", 501, b"rw-s") + b"\n"
+            + _fx_line(b"/tmp/libfoo.so (deleted)", 502, start=0x7F3A1C500000) + b"\n")
+    assert list(lib_users.deleted_mappings(data)) == ["/tmp/libfoo.so"]
+
+
+def test_fx_tmp_is_not_ignored_as_a_whole():
+    for name in ("/tmp/libfoo.so", "/tmp/build/lib/libcrypto.so.3", "/tmp/a.out"):
+        assert lib_users.is_ignored(name) is None, name
+    # FALSE_POSITIVES holds no entry that swallows a whole directory
+    assert not any(lib_users.is_ignored(prefix + "libx.so") for prefix in
+                   ("/tmp/", "/run/user/1000/", "/var/run/", "/dev/", "/"))
+
+
+# ---- command line: output formats -------------------------------------------------------
+
+_FX_BASIC_TEXT = (
+    '612 "/usr/sbin/cron -f"\n'
+    '845 "/usr/sbin/sshd -D"\n'
+    '1502 "[backupd]"\n'
+)
+
+
+def test_fx_text_output():
+    """`PIDS "ARGV"`; a process with an empty argument list shows [comm], as ps does;
+    the kernel thread, the zombie, shared memory and clean processes are not shown."""
+    assert _fx_ok("proc-basic") == _FX_BASIC_TEXT
+
+
+def test_fx_showlibs():
+    assert _fx_ok("proc-basic", "-s") == (
+        '612 "/usr/sbin/cron -f" uses %slibc.so.6,/usr/sbin/cron\n'
+        '845 "/usr/sbin/sshd -D" uses %slibcrypto.so.3,%slibssl.so.3\n'
+        '1502 "[backupd]" uses %slibzstd.so.1.5.4\n'
+    ) % ((_FX_LIBDIR,) * 4)
+    assert _fx_ok("proc-basic", "--showlibs") == _fx_ok("proc-basic", "-s")
+
+
+def test_fx_machine_readable():
+    assert _fx_ok("proc-basic", "-m") == (
+        "612;%slibc.so.6,/usr/sbin/cron;/usr/sbin/cron -f\n"
+        "845;%slibcrypto.so.3,%slibssl.so.3;/usr/sbin/sshd -D\n"
+        "1502;%slibzstd.so.1.5.4;[backupd]\n"
+    ) % ((_FX_LIBDIR,) * 4)
+
+
+def test_fx_json_output():
+    doc = _fx_json("proc-basic")
+    assert doc["version"] == lib_users.__version__
+    assert doc["complete"] is True and doc["unreadable"] == 0
+    assert _fx_groups(doc) == [
+        {"argv": ["/usr/sbin/cron", "-f"], "pids": [612],
+         "files": [_FX_LIBDIR + "libc.so.6", "/usr/sbin/cron"]},
+        {"argv": ["/usr/sbin/sshd", "-D"], "pids": [845],
+         "files": [_FX_LIBDIR + "libcrypto.so.3", _FX_LIBDIR + "libssl.so.3"]},
+        {"argv": ["[backupd]"], "pids": [1502],
+         "files": [_FX_LIBDIR + "libzstd.so.1.5.4"]},
+    ]
+
+
+def test_fx_json_process_details():
+    """--json also describes each reported process; the replaced binary, named by the
+    exe link, is an executable, the rest libraries."""
+    processes = {p["pid"]: p for p in _fx_json("proc-basic")["processes"]}
+    assert sorted(processes) == [612, 845, 1502]
+    cron = processes[612]
+    assert cron["comm"] == "cron" and cron["argv"] == ["/usr/sbin/cron", "-f"]
+    kinds = {f["path"]: f["kind"] for f in cron["files"]}
+    assert kinds == {"/usr/sbin/cron": "executable", _FX_LIBDIR + "libc.so.6": "library"}
+
+
+def test_fx_kernel_threads_zombies_and_false_positives_are_not_reported():
+    out = _fx_ok("proc-basic", "-m")
+    pids = {int(pid) for line in out.splitlines() for pid in line.split(";")[0].split(",")}
+    # not 1 (clean), 2 (kthreadd), 1290 (shared memory only), 2002 (zombie)
+    assert pids == {612, 845, 1502}
+
+
+def test_fx_grouping_by_exact_argument_list():
+    """`sh -c 'a b'` and `sh -c a b` are different commands: two groups, quoted so that
+    a reader sees which is which."""
+    lines = _fx_ok("proc-grouping").splitlines()
+    assert lines[0] == '4101 "/bin/sh -c /opt/app/bin/sync --all"'
+    assert lines[1] == "4100 \"/bin/sh -c '/opt/app/bin/sync --all'\""
+    groups = _fx_json("proc-grouping")["groups"]
+    assert [g["argv"] for g in groups[:2]] == [
+        ["/bin/sh", "-c", "/opt/app/bin/sync", "--all"],
+        ["/bin/sh", "-c", "/opt/app/bin/sync --all"],
+    ]
+
+
+def test_fx_more_than_five_processes_are_counted():
+    assert _fx_ok("proc-grouping") == (
+        '4101 "/bin/sh -c /opt/app/bin/sync --all"\n'
+        "4100 \"/bin/sh -c '/opt/app/bin/sync --all'\"\n"
+        '6 processes "/usr/bin/python3 /srv/app/worker.py --queue default"\n'
+        "7,501,502,5003,50004 \"'php-fpm: pool www'\"\n"  # five: listed, numerically
+    )
+
+
+def test_fx_verbose_lists_every_pid_ascending():
+    for flag in ("-v", "--verbose"):
+        lines = _fx_ok("proc-grouping", flag).splitlines()
+        assert lines[2] == ('98,99,100,1000,1001,20000 '
+                            '"/usr/bin/python3 /srv/app/worker.py --queue default"')
+        assert lines[3].startswith("7,501,502,5003,50004 ")
+
+
+def test_fx_setproctitle_titles_group_together():
+    """A title with NUL padding, one trailing NUL, or none at all is the same title."""
+    groups = _fx_groups(_fx_json("proc-grouping"))
+    assert groups[3] == {"argv": ["php-fpm: pool www"], "pids": [7, 501, 502, 5003, 50004],
+                         "files": [_FX_LIBDIR + "libxml2.so.2.9.14"]}
+
+
+def test_fx_showlibs_lists_the_files_of_the_whole_group_sorted():
+    line = _fx_ok("proc-grouping", "-s").splitlines()[2]
+    assert line == (
+        '6 processes "/usr/bin/python3 /srv/app/worker.py --queue default" uses '
+        "/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so,"
+        "%slibcrypto.so.3,%slibssl.so.3" % (_FX_LIBDIR, _FX_LIBDIR))
+
+
+def test_fx_machine_readable_lists_every_pid():
+    lines = _fx_ok("proc-grouping", "-m").splitlines()
+    assert lines[2] == (
+        "98,99,100,1000,1001,20000;"
+        "/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so,"
+        "%slibcrypto.so.3,%slibssl.so.3;"
+        "/usr/bin/python3 /srv/app/worker.py --queue default" % (_FX_LIBDIR, _FX_LIBDIR))
+    assert lines[3] == "7,501,502,5003,50004;%slibxml2.so.2.9.14;'php-fpm: pool www'" % (
+        _FX_LIBDIR)
+
+
+@pytest.mark.parametrize("args", [(), ("-v", "-s"), ("-m",), ("--json",)])
+def test_fx_output_is_deterministic(tmp_path, args):
+    """The same processes give the same output, whatever order the directory lists
+    them in: copy the tree PID by PID, highest first."""
+    first = _fx_run("proc-grouping", *args)
+    again = _fx_cli("--proc", os.path.join(TESTDATA, "proc-grouping"), *args)
+    assert again.stdout == first.stdout
+    source = os.path.join(TESTDATA, "proc-grouping")
+    copy = tmp_path / "proc"
+    copy.mkdir()
+    for name in sorted(os.listdir(source), key=lambda n: -int(n) if n.isdigit() else 0):
+        src = os.path.join(source, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, str(copy / name), symlinks=True)
+        else:
+            shutil.copy(src, str(copy / name))
+    assert _fx_run(str(copy), *args).stdout == first.stdout
+
+
+# ---- command line: hostile names --------------------------------------------------------
+
+_FX_HOSTILE_TEXT = (
+    "3003 \"/bin/sh -c C:\\\\temp\\\\x1b 'tab\\there'\" uses /opt/evil/a\\x2cb\\x3bc.so\n"
+    '3002 "/opt/evil/\\u202etxt.exe caf\\xe9 \\u009b31m del\\x7f" uses '
+    "/opt/evil/caf\\xe9.so,/opt/evil/\\u009bcsi.so,/opt/evil/\\u202eos.so\n"
+    "3001 \"/usr/local/bin/evil\\x1b[2J --title=\\x1b]0;pwned\\x07 'line1\\nline2'\" uses "
+    "/opt/evil/\\x1b]0\\x3bowned\\x07lib.so,/opt/evil/new\\nline.so\n"
+)
+
+
+def test_fx_hostile_names_are_escaped_in_text():
+    assert _fx_ok("proc-hostile", "-s") == _FX_HOSTILE_TEXT
+
+
+@pytest.mark.parametrize("args", [(), ("-s",), ("-m",)])
+def test_fx_hostile_names_cannot_reach_the_terminal(args):
+    result = _fx_run("proc-hostile", *args)
+    assert result.returncode == 0
+    text = _fx_assert_terminal_safe(result.stdout)
+    lines = text.split("\n")
+    assert lines[-1] == "" and len(lines) == 4  # one record per line, three groups
+    heads = [line.split(" ")[0].split(";")[0] for line in lines[:3]]
+    assert heads == ["3003", "3002", "3001"]
+    for escaped in ("\\x1b", "\\x07", "\\n", "\\u202e", "\\u009b", "\\xe9", "\\x7f"):
+        assert escaped in text, escaped
+    assert "C:\\\\temp\\\\x1b" in text  # a real backslash is doubled: not an escape
+
+
+@pytest.mark.parametrize("args", [("-S", "-s"), ("--nagios",), ("--prometheus",)])
+def test_fx_hostile_names_cannot_reach_the_terminal_in_other_formats(args):
+    result = _fx_run("proc-hostile", *args)
+    assert result.returncode in (0, 1)  # --nagios: 1 is WARNING
+    _fx_assert_terminal_safe(result.stdout)
+
+
+def test_fx_hostile_machine_readable_escapes_its_separators():
+    lines = _fx_ok("proc-hostile", "-m").splitlines()
+    assert lines[0] == ("3003;/opt/evil/a\\x2cb\\x3bc.so;"
+                        "/bin/sh -c C:\\\\temp\\\\x1b 'tab\\there'")
+    for line in lines:
+        pids, files, argv = line.split(";", 2)
+        assert pids.isdigit()
+        assert len(files.split(",")) == {"3003": 1, "3002": 3, "3001": 2}[pids]
+
+
+def test_fx_hostile_json_is_valid_ascii_and_keeps_the_text():
+    result = _fx_run("proc-hostile", "--json")
+    assert result.returncode == 0
+    assert all(0x20 <= byte < 0x7F or byte == 0x0A for byte in result.stdout)
+    doc = json.loads(result.stdout.decode("ascii"))
+    argv = {g["pids"][0]: g["argv"] for g in doc["groups"]}
+    files = {g["pids"][0]: g["files"] for g in doc["groups"]}
+    # JSON's own escapes give the program the real characters back...
+    assert argv[3001] == ["/usr/local/bin/evil\x1b[2J", "--title=\x1b]0;pwned\x07",
+                          "line1\nline2"]
+    assert files[3001] == ["/opt/evil/\x1b]0;owned\x07lib.so", "/opt/evil/new\nline.so"]
+    assert argv[3003] == ["/bin/sh", "-c", "C:\\temp\\x1b", "tab\there"]
+    assert files[3003] == ["/opt/evil/a,b;c.so"]
+    # ...and a byte that is not UTF-8 is the text \xNN
+    assert argv[3002] == ["/opt/evil/\u202etxt.exe", "caf\\xe9", "\u009b31m", "del\x7f"]
+    assert files[3002] == ["/opt/evil/caf\\xe9.so", "/opt/evil/\u009bcsi.so",
+                           "/opt/evil/\u202eos.so"]
+
+
+def test_fx_bundled_flags_and_abbreviated_options():
+    assert _fx_ok("proc-grouping", "-sv") == _fx_ok("proc-grouping", "-s", "-v")
+    both = _fx_ok("proc-grouping", "-s", "-v")
+    assert _fx_ok("proc-grouping", "--verb", "--showl") == both
+    assert _fx_ok("proc-grouping", "--machine") == _fx_ok("proc-grouping", "-m")
+
+
+# ---- command line: ignoring files for one run -------------------------------------------
+
+
+def test_fx_ignore_literal():
+    ssl, crypto = _FX_LIBDIR + "libssl.so.3", _FX_LIBDIR + "libcrypto.so.3"
+    lines = _fx_ok("proc-basic", "-s", "-I", ssl).splitlines()
+    assert lines[1] == '845 "/usr/sbin/sshd -D" uses %s' % crypto
+    # repeatable: with both libraries ignored, sshd needs no restart
+    out = _fx_ok("proc-basic", "-I", ssl, "--ignore-literal", crypto)
+    assert out == '612 "/usr/sbin/cron -f"\n1502 "[backupd]"\n'
+    # a literal is the whole name, not a prefix
+    assert _fx_ok("proc-basic", "-I", _FX_LIBDIR + "libssl") == _FX_BASIC_TEXT
+
+
+def test_fx_ignore_pattern():
+    out = _fx_ok("proc-basic", "-s", "-i", _FX_LIBDIR + "*")
+    assert out == '612 "/usr/sbin/cron -f" uses /usr/sbin/cron\n'
+    out = _fx_ok("proc-basic", "-s", "-i", _FX_LIBDIR + "libssl.so.?",
+                 "--ignore-pattern", "**/libzstd.so*")
+    assert out == (
+        '612 "/usr/sbin/cron -f" uses %slibc.so.6,/usr/sbin/cron\n'
+        '845 "/usr/sbin/sshd -D" uses %slibcrypto.so.3\n') % (_FX_LIBDIR, _FX_LIBDIR)
+
+
+def test_fx_ignoring_lasts_one_run():
+    assert _fx_ok("proc-basic", "-i", "/**") == ""
+    assert _fx_ok("proc-basic") == _FX_BASIC_TEXT
+
+
+# ---- command line: exit status and messages ---------------------------------------------
+
+
+def test_fx_exit_status_zero_with_and_without_findings():
+    assert _fx_ok("proc-basic") != ""
+    assert _fx_ok("proc-clean") == ""
+    assert _fx_ok("proc-clean", "-m") == ""
+    doc = _fx_json("proc-clean")
+    assert doc["groups"] == [] and doc["complete"] is True and doc["unreadable"] == 0
+
+
+@pytest.mark.parametrize("args", [
+    ("--bogus",), ("-x",), ("-m", "--json"), ("--json", "--machine-readable"),
+    ("--proc",), ("-s", "extra-argument"),
+])
+def test_fx_usage_errors_exit_2(args):
+    result = _fx_cli(*args)
+    assert result.returncode == 2
+    assert result.stdout == b""
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lib_users: "), lines
+
+
+def test_fx_usage_error_names_the_problem():
+    assert b"--bogus" in _fx_cli("--bogus").stderr
+    message = _fx_run("proc-basic", "-m", "--json").stderr
+    assert b"--machine-readable" in message and b"--json" in message
+
+
+def test_fx_missing_proc_dir_exits_1(tmp_path):
+    result = _fx_run(str(tmp_path / "no-such-dir"))
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr.startswith(b"lib_users: ")
+    assert b"no-such-dir" in result.stderr and b"Traceback" not in result.stderr
+    assert result.stderr.count(b"\n") == 1
+
+
+def test_fx_empty_proc_dir_exits_1(tmp_path):
+    result = _fx_run(str(tmp_path))
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr.startswith(b"lib_users: ") and result.stderr.count(b"\n") == 1
+
+
+def test_fx_version():
+    result = _fx_cli("--version")
+    assert result.returncode == 0 and result.stderr == b""
+    assert result.stdout == ("lib_users %s\n" % lib_users.__version__).encode()
+
+
+# ---- odd trees --------------------------------------------------------------------------
+
+
+def test_fx_odd_entries_do_not_stop_the_scan():
+    """A PID entry that is a plain file is skipped; a process whose maps is a directory
+    is counted as unreadable; the others are still reported, with exit status 0."""
+    result = _fx_run("proc-odd-entries")
+    assert result.returncode == 0
+    assert result.stdout == b'702 "/usr/sbin/rsyslogd -n -iNONE"\n'
+    assert result.stderr.startswith(b"lib_users: ")
+    assert b"1 process could not be read" in result.stderr
+    assert b"Traceback" not in result.stderr
+    doc = _fx_json("proc-odd-entries")
+    assert [g["pids"] for g in doc["groups"]] == [[702]]
+    assert doc["complete"] is False and doc["unreadable"] == 1
+
+
+def test_fx_entries_that_only_look_like_pids(tmp_path):
+    """A --proc tree may hold any names; only PID directories matter. (str.isdigit()
+    also accepts '²' and other Unicode digits that int() rejects.)"""
+    maps = _fx_line(b"/usr/lib/libold.so.1 (deleted)") + b"\n"
+    _fx_write_process(tmp_path, 5000, [b"/usr/bin/app"], maps)
+    for name in ("\u00b2", "\u2460", "12a", "self-test"):
+        (tmp_path / name).mkdir()
+    result = _fx_run(str(tmp_path))
+    assert b"Traceback" not in result.stderr
+    assert result.returncode == 0
+    assert result.stdout == b'5000 "/usr/bin/app"\n'
+
+
+def test_fx_saved_tree_with_only_cmdline_comm_and_maps(tmp_path):
+    """A saved copy of /proc (README: --proc) may hold only what a scan needs: cmdline,
+    comm and maps. Every process in it is reported, an interpreter running a script
+    too, and --json gives the same groups as the text, with the details unknown."""
+    lib = _fx_line(b"/usr/lib/libold.so.1 (deleted)", start=0x7F3A1C500000) + b"\n"
+    python = _fx_line(b"/usr/bin/python3.11", 1311500, b"r-xp", 0x55D0C8A00000) + b"\n"
+    app, worker = [b"/usr/bin/app", b"-d"], [b"/usr/bin/python3", b"/srv/app/worker.py"]
+    for pid, argv, maps in ((20, app, lib), (21, app, lib), (22, worker, python + lib)):
+        pid_dir = _fx_write_process(tmp_path, pid, argv, maps)
+        os.remove(os.path.join(pid_dir, "stat"))
+        os.remove(os.path.join(pid_dir, "status"))
+    assert _fx_ok(str(tmp_path)) == (
+        '20,21 "/usr/bin/app -d"\n22 "/usr/bin/python3 /srv/app/worker.py"\n')
+    result = _fx_run(str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout.decode("ascii"))
+    assert [(g["argv"], g["pids"]) for g in doc["groups"]] == [
+        (["/usr/bin/app", "-d"], [20, 21]),
+        (["/usr/bin/python3", "/srv/app/worker.py"], [22])]
+
+
+def test_fx_file_really_named_deleted_is_not_reported(tmp_path):
+    """maps cannot tell a deleted file from one named "x (deleted)": lib_users looks the
+    name up inside the process's root and reports it only if it is not the mapped file."""
+    rootfs = tmp_path / "rootfs" / "opt" / "app"
+    rootfs.mkdir(parents=True)
+    real = rootfs / "libreal.so (deleted)"  # really named so, and still there
+    real.write_bytes(b"\0" * 64)
+    other = rootfs / "libswap.so (deleted)"  # that name now leads to another file
+    other.write_bytes(b"\0" * 64)
+
+    def line(name, st, inode=None):
+        dev = b"%02x:%02x" % (os.major(st.st_dev), os.minor(st.st_dev))
+        return _fx_line(name, st.st_ino if inode is None else inode, dev=dev) + b"\n"
+
+    st_real, st_other = os.stat(str(real)), os.stat(str(other))
+    maps = (line(b"/opt/app/libreal.so (deleted)", st_real)
+            + line(b"/opt/app/libswap.so (deleted)", st_other, st_other.st_ino + 1)
+            + line(b"/opt/app/libgone.so (deleted)", st_real, 4242))
+    proc = tmp_path / "proc"
+    pid_dir = _fx_write_process(proc, 900, [b"/opt/app/bin/server"], maps, b"server")
+    os.symlink(str(tmp_path / "rootfs"), os.path.join(pid_dir, "root"))
+    out = _fx_ok(str(proc), "-s")
+    assert out == ('900 "/opt/app/bin/server" uses '
+                   '/opt/app/libgone.so,/opt/app/libswap.so\n')
+
+
+# ---- a real process ---------------------------------------------------------------------
+
+_FX_CHILD = r"""
+import mmap, os, sys
+path = sys.argv[1]
+with open(path, "wb") as f:
+    f.write(b"\0" * 4096)
+with open(path, "rb") as f:
+    kept = mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ)
+os.unlink(path)
+# Later mappings get lower addresses, so maps lists them first: they push the deleted
+# file's line far past the first page of maps, as many libraries do in a real program.
+# Alternating protections keep the kernel from merging them.
+pad = [mmap.mmap(-1, 4096, flags=mmap.MAP_PRIVATE,
+                 prot=mmap.PROT_READ | (mmap.PROT_WRITE if i % 2 else 0))
+       for i in range(400)]
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_fx_real_process_deleted_mapping_past_the_first_page(tmp_path):
+    """A read() of /proc/PID/maps returns about one page, not the whole file: a deleted
+    library listed after the first 4 KiB of maps must still be found. The tree given to
+    --proc holds only a link to the child's /proc/PID."""
+    lib = str(tmp_path / "libupgraded.so.1")
+    child = subprocess.Popen([sys.executable, "-c", _FX_CHILD, lib],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        with open("/proc/%d/maps" % child.pid, "rb") as maps:
+            data = maps.read()
+        assert data.find(b"libupgraded.so.1 (deleted)") > 8192  # the case under test
+        proc = tmp_path / "proc"
+        proc.mkdir()
+        os.symlink("/proc/%d" % child.pid, str(proc / str(child.pid)))
+        out = _fx_ok(str(proc), "-s")
+    finally:
+        child.stdin.close()
+        child.wait(timeout=30)
+    assert out, "a deleted mapping listed after the first page of maps was missed"
+    assert out.startswith("%d " % child.pid)
+    assert out.endswith(" uses %s\n" % lib)
+
+
+# ==== the lsof-style API and --fds, against a real child and lsof =======================
+# Tests of the lsof-style procfs API (get_processes, get_process_files, get_file_info)
+# and of `lib_users --fds`, against a real child process that holds one file of every
+# kind. To be merged into test_lib_users.py.
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux")
+                                or not os.path.isdir("/proc/self/fd"),
+                                reason="needs Linux with procfs at /proc")
+
+_API_DELETED_SIZE = 12345
+_API_MEMFD_NAME = "lib_users_api_memfd"
+
+# The child: opens one file of each kind, reports what it knows about each descriptor
+# as one JSON line on stdout, then sleeps until it is killed. argv[1] is a temp dir.
+_API_CHILD = r'''
+import fcntl, json, os, select, socket, sys, time
+d = sys.argv[1]
+out = {}
+
+def _stat(fd):
+    s = os.fstat(fd)
+    return {"dev": [os.major(s.st_dev), os.minor(s.st_dev)], "ino": s.st_ino,
+            "size": s.st_size, "nlink": s.st_nlink, "mode": s.st_mode,
+            "rdev": [os.major(s.st_rdev), os.minor(s.st_rdev)]}
+
+def add(name, fd, **extra):
+    extra.update(fd=fd, stat=_stat(fd), pos=None,
+                 flags=fcntl.fcntl(fd, fcntl.F_GETFL))
+    try:
+        extra["pos"] = os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError:
+        pass
+    out[name] = extra
+
+keep = []
+p = os.path.join(d, "regular.txt")
+with open(p, "wb") as f:
+    f.write(b"x" * 100)
+fd = os.open(p, os.O_RDONLY)
+os.lseek(fd, 42, os.SEEK_SET)
+add("regular", fd, path=p)
+
+p = os.path.join(d, "append.log")
+fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+os.write(fd, b"line\n")
+add("append", fd, path=p)
+
+p = os.path.join(d, "deleted.bin")
+fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)
+os.write(fd, b"d" * int(sys.argv[2]))
+os.unlink(p)
+add("deleted", fd, path=p)
+
+fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+add("dir", fd, path=d)
+
+r, w = os.pipe()
+add("pipe_r", r)
+add("pipe_w", w)
+
+p = os.path.join(d, "fifo")
+os.mkfifo(p)
+fr = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+fw = os.open(p, os.O_WRONLY)
+add("fifo_r", fr, path=p)
+add("fifo_w", fw, path=p)
+
+fd = os.open(os.devnull, os.O_RDWR)
+add("null", fd, path=os.devnull)
+
+lis = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+lis.bind(("127.0.0.1", 0))
+lis.listen(5)
+cli = socket.create_connection(lis.getsockname())
+srv, _ = lis.accept()
+cli.sendall(b"hello")
+while len(srv.recv(5, socket.MSG_PEEK)) < 5:  # peeking leaves the 5 bytes queued
+    time.sleep(0.01)
+keep += [lis, cli, srv]
+add("tcp_listen", lis.fileno(), local=lis.getsockname())
+add("tcp_client", cli.fileno(), local=cli.getsockname(), remote=cli.getpeername())
+add("tcp_server", srv.fileno(), local=srv.getsockname(), remote=srv.getpeername())
+
+try:
+    l6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    l6.bind(("::1", 0))
+    l6.listen(3)
+    keep.append(l6)
+    add("tcp6_listen", l6.fileno(), local=l6.getsockname()[:2])
+except OSError as err:
+    out["ipv6_error"] = str(err)
+
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 0))
+keep.append(u)
+add("udp", u.fileno(), local=u.getsockname())
+
+p = os.path.join(d, "unix.sock")
+us = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+us.bind(p)
+us.listen(1)
+keep.append(us)
+add("unix_path", us.fileno(), local=p)
+
+name = "lib_users_api_%d" % os.getpid()
+ua = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+ua.bind("\0" + name)
+keep.append(ua)
+add("unix_abstract", ua.fileno(), local="@" + name,
+    sockname=ua.getsockname().decode("ascii", "replace").replace("\0", "@"))
+
+a, b = socket.socketpair()
+keep += [a, b]
+add("unix_pair", a.fileno())
+
+p = os.path.join(d, "posix.lock")
+fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+add("posix_lock", fd, path=p)
+
+p = os.path.join(d, "flock.lock")
+fd = os.open(p, os.O_RDONLY | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_SH)
+add("flock", fd, path=p)
+
+p = os.path.join(d, "range.lock")
+fd = os.open(p, os.O_RDONLY | os.O_CREAT, 0o644)
+fcntl.lockf(fd, fcntl.LOCK_SH, 10, 10)  # bytes 10 to 19
+add("range_lock", fd, path=p)
+
+if hasattr(fcntl, "F_OFD_SETLK"):
+    import struct
+    p = os.path.join(d, "ofd.lock")
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0))
+    add("ofd_lock", fd, path=p)
+
+fd = os.memfd_create(sys.argv[3])
+os.write(fd, b"m" * 4096)
+add("memfd", fd, path="/memfd:" + sys.argv[3])
+
+ep = select.epoll()
+keep.append(ep)
+add("epoll", ep.fileno())
+
+shm = sys.argv[4]
+if shm:
+    fd = os.open(shm, os.O_RDWR | os.O_CREAT, 0o600)
+    add("shm", fd, path=shm)
+
+out["pid"] = os.getpid()
+out["cwd"] = os.getcwd()
+out["pgrp"] = os.getpgrp()
+sys.stdout.write(json.dumps(out) + "\n")
+sys.stdout.flush()
+while True:
+    time.sleep(60)
+'''
+
+
+def _api_kill(proc):
+    """End a child we started, by its PID, and reap it."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def _api_shm_dir():
+    """A tmpfs that is a mount of its own (for a second mount_point/fs_type check)."""
+    if os.path.isdir("/dev/shm") and os.path.ismount("/dev/shm") \
+            and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    return None
+
+
+class _ApiChild:
+    def __init__(self, proc, report, tmpdir, argv, spawned, shm):
+        self.proc, self.pid, self.report = proc, proc.pid, report
+        self.tmpdir, self.argv, self.spawned, self.shm = tmpdir, argv, spawned, shm
+
+    def fd(self, name):
+        return self.report[name]["fd"]
+
+
+@pytest.fixture(scope="module")
+def api_child():
+    tmpdir = os.path.realpath(tempfile.mkdtemp(prefix="lib_users_api_"))
+    shm_dir = _api_shm_dir()
+    shm = os.path.join(shm_dir, "lib_users_api_%d" % os.getpid()) if shm_dir else ""
+    argv = [sys.executable, "-c", _API_CHILD, tmpdir, str(_API_DELETED_SIZE),
+            _API_MEMFD_NAME, shm]
+    spawned = time.time()
+    proc = subprocess.Popen(argv, cwd=tmpdir, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the test child failed: %s" % proc.stderr.read().decode())
+        report = json.loads(line)
+        yield _ApiChild(proc, report, tmpdir, argv, spawned, shm)
+    finally:
+        _api_kill(proc)
+        proc.stdout.close()
+        proc.stderr.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        if shm:
+            try:
+                os.unlink(shm)
+            except FileNotFoundError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def api_files(api_child):
+    return lib_users.get_process_files(api_child.pid)
+
+
+@pytest.fixture(scope="module")
+def api_infos(api_child, api_files):
+    """{fd number: FileInfo} for every descriptor of the child."""
+    return {ref.fd: lib_users.get_file_info(ref) for ref in api_files.fds}
+
+
+def _api_info(api_child, api_infos, name):
+    return api_infos[api_child.fd(name)]
+
+
+def _api_expected_mount(path):
+    """(mount point, fs type) of an existing path: findmnt where installed, else the
+    deepest (last-mounted) entry of our own mountinfo with the path's device."""
+    findmnt = shutil.which("findmnt")
+    if findmnt:
+        out = subprocess.run([findmnt, "-n", "-o", "TARGET,FSTYPE", "-T", path],
+                             stdout=subprocess.PIPE, universal_newlines=True).stdout.split()
+        if len(out) == 2:
+            return out[0], out[1]
+    st = os.stat(path)
+    best = None
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            major, minor = map(int, fields[2].split(":"))
+            point = fields[4].replace("\\040", " ").replace("\\011", "\t") \
+                .replace("\\012", "\n").replace("\\134", "\\")
+            inside = path == point or path.startswith(point.rstrip("/") + "/")
+            if (major, minor) == (os.major(st.st_dev), os.minor(st.st_dev)) and inside:
+                if best is None or len(point) >= len(best[0]):
+                    best = (point, right.split()[0])
+    return best
+
+
+# ---- FileInfo against what the child knows -------------------------------------------
+
+_API_TYPES = {
+    "regular": "REG", "append": "REG", "deleted": "REG", "dir": "DIR", "pipe_r": "FIFO",
+    "pipe_w": "FIFO", "fifo_r": "FIFO", "fifo_w": "FIFO", "null": "CHR",
+    "tcp_listen": "IPv4", "tcp_client": "IPv4", "tcp_server": "IPv4",
+    "tcp6_listen": "IPv6", "udp": "IPv4", "unix_path": "unix", "unix_abstract": "unix",
+    "unix_pair": "unix", "posix_lock": "REG", "flock": "REG", "range_lock": "REG",
+    "ofd_lock": "REG",
+    "memfd": "REG", "epoll": "a_inode", "shm": "REG",
+}
+
+_API_MODES = {os.O_RDONLY: "r", os.O_WRONLY: "w", os.O_RDWR: "rw"}
+
+
+def _api_names(api_child):
+    return [name for name in _API_TYPES if name in api_child.report]
+
+
+def test_api_file_info_type_mode_flags(api_child, api_infos):
+    for name in _api_names(api_child):
+        known = api_child.report[name]
+        info = _api_info(api_child, api_infos, name)
+        assert info.ref == lib_users.FileRef(api_child.pid, known["fd"], info.ref.target)
+        assert info.type == _API_TYPES[name], name
+        assert info.mode == _API_MODES[known["flags"] & os.O_ACCMODE], name
+        # fdinfo's flags are the file's status flags (plus O_CLOEXEC, O_LARGEFILE)
+        for flag in (os.O_APPEND, os.O_NONBLOCK, os.O_ACCMODE):
+            assert info.flags & flag == known["flags"] & flag, (name, flag)
+    assert _api_info(api_child, api_infos, "append").flags & os.O_APPEND
+    assert not _api_info(api_child, api_infos, "regular").flags & os.O_APPEND
+
+
+def test_api_file_info_stat_fields(api_child, api_infos):
+    for name in _api_names(api_child):
+        known = api_child.report[name]["stat"]
+        info = _api_info(api_child, api_infos, name)
+        assert info.dev == tuple(known["dev"]), name
+        assert info.inode == known["ino"], name
+        assert info.nlink == known["nlink"], name
+        assert info.rdev == tuple(known["rdev"]), name
+        assert info.size == known["size"], name
+    assert _api_info(api_child, api_infos, "null").rdev == (1, 3)
+    deleted = _api_info(api_child, api_infos, "deleted")
+    assert (deleted.size, deleted.nlink) == (_API_DELETED_SIZE, 0)
+
+
+def test_api_file_info_position(api_child, api_infos):
+    assert _api_info(api_child, api_infos, "regular").position == 42
+    for name in _api_names(api_child):
+        known = api_child.report[name]
+        if known["pos"] is not None:
+            assert _api_info(api_child, api_infos, name).position == known["pos"], name
+    assert _api_info(api_child, api_infos, "deleted").position == _API_DELETED_SIZE
+
+
+def test_api_file_info_path_and_deleted(api_child, api_infos):
+    for name in ("regular", "append", "deleted", "dir", "fifo_r", "fifo_w", "null",
+                 "posix_lock", "flock", "range_lock", "ofd_lock", "shm"):
+        if name in api_child.report:
+            info = _api_info(api_child, api_infos, name)
+            assert info.path == api_child.report[name]["path"], name
+            assert info.deleted is (name == "deleted"), name
+    for name in ("pipe_r", "pipe_w", "tcp_listen", "tcp_client", "udp", "unix_path",
+                 "unix_pair", "epoll"):
+        info = _api_info(api_child, api_infos, name)
+        assert info.path is None, name
+        assert info.deleted is False, name
+
+
+def test_api_file_info_mounts(api_child, api_infos):
+    for name in ("regular", "deleted", "dir", "fifo_r", "null", "shm"):
+        if name not in api_child.report:
+            continue
+        info = _api_info(api_child, api_infos, name)
+        # the deleted file is gone: ask about the directory it was in
+        path = api_child.tmpdir if name == "deleted" else api_child.report[name]["path"]
+        assert (info.mount_point, info.fs_type) == _api_expected_mount(path), name
+    for name in ("pipe_r", "tcp_listen", "unix_pair", "epoll"):
+        info = _api_info(api_child, api_infos, name)
+        assert (info.mount_point, info.fs_type) == (None, None), name
+
+
+def test_api_file_info_locks(api_child, api_infos):
+    Lock = lib_users.Lock
+    assert _api_info(api_child, api_infos, "posix_lock").locks == [
+        Lock("POSIX", "WRITE", 0, None, True)]
+    assert _api_info(api_child, api_infos, "flock").locks == [
+        Lock("FLOCK", "READ", 0, None, True)]
+    assert _api_info(api_child, api_infos, "range_lock").locks == [
+        Lock("POSIX", "READ", 10, 19, False)]
+    if "ofd_lock" in api_child.report:
+        assert _api_info(api_child, api_infos, "ofd_lock").locks == [
+            Lock("OFDLCK", "WRITE", 0, None, True)]
+    for name in ("regular", "append", "deleted", "null", "pipe_r", "tcp_listen"):
+        assert _api_info(api_child, api_infos, name).locks == [], name
+
+
+def test_api_file_info_inet_sockets(api_child, api_infos):
+    report = api_child.report
+    for name in ("tcp_listen", "tcp_client", "tcp_server", "tcp6_listen", "udp"):
+        if name not in report:
+            continue
+        info = _api_info(api_child, api_infos, name)
+        assert info.protocol == ("UDP" if name == "udp" else "TCP"), name
+        assert info.local == tuple(report[name]["local"]), name
+        if "remote" in report[name]:
+            assert info.remote == tuple(report[name]["remote"]), name
+        assert isinstance(info.tx_queue, int) and isinstance(info.rx_queue, int), name
+        assert info.peers is None, name
+    assert _api_info(api_child, api_infos, "tcp_listen").state == "LISTEN"
+    assert _api_info(api_child, api_infos, "tcp_client").state == "ESTABLISHED"
+    server = _api_info(api_child, api_infos, "tcp_server")
+    assert server.state == "ESTABLISHED"
+    assert server.rx_queue == 5  # "hello", sent by the client and not read yet
+    assert _api_info(api_child, api_infos, "tcp_listen").remote == ("0.0.0.0", 0)
+
+
+def test_api_file_info_ipv6_listener(api_child, api_infos):
+    if "tcp6_listen" not in api_child.report:
+        pytest.skip("IPv6 loopback unavailable: %s" % api_child.report.get("ipv6_error"))
+    info = _api_info(api_child, api_infos, "tcp6_listen")
+    assert (info.type, info.protocol, info.state) == ("IPv6", "TCP", "LISTEN")
+    assert info.local == ("::1", api_child.report["tcp6_listen"]["local"][1])
+    assert info.remote == ("::", 0)
+
+
+def test_api_file_info_unix_sockets(api_child, api_infos):
+    report = api_child.report
+    bound = _api_info(api_child, api_infos, "unix_path")
+    assert (bound.protocol, bound.local, bound.remote, bound.state) == (
+        "UNIX", report["unix_path"]["local"], None, "LISTEN")
+    abstract = _api_info(api_child, api_infos, "unix_abstract")
+    assert abstract.protocol == "UNIX"
+    assert abstract.local == "@lib_users_api_%d" % api_child.pid
+    assert abstract.local == report["unix_abstract"]["sockname"]
+    pair = _api_info(api_child, api_infos, "unix_pair")
+    assert (pair.protocol, pair.local, pair.state) == ("UNIX", None, "CONNECTED")
+    for name in ("unix_path", "unix_abstract", "unix_pair"):
+        info = _api_info(api_child, api_infos, name)
+        assert (info.tx_queue, info.rx_queue, info.peers) == (None, None, None), name
+
+
+def test_api_file_info_non_socket_fields_are_none(api_child, api_infos):
+    for name in ("regular", "dir", "null", "pipe_r", "fifo_r", "epoll", "memfd"):
+        info = _api_info(api_child, api_infos, name)
+        assert (info.protocol, info.local, info.remote, info.state,
+                info.tx_queue, info.rx_queue) == (None,) * 6, name
+    for name in ("regular", "dir", "null", "epoll", "memfd", "tcp_listen"):
+        assert _api_info(api_child, api_infos, name).peers is None, name
+
+
+def test_api_pipe_and_fifo_peers(api_child, api_infos):
+    pid = api_child.pid
+    assert _api_info(api_child, api_infos, "pipe_r").peers == [(pid, api_child.fd("pipe_w"))]
+    assert _api_info(api_child, api_infos, "pipe_w").peers == [(pid, api_child.fd("pipe_r"))]
+    assert _api_info(api_child, api_infos, "fifo_r").peers == [(pid, api_child.fd("fifo_w"))]
+    assert _api_info(api_child, api_infos, "fifo_w").peers == [(pid, api_child.fd("fifo_r"))]
+    # the child's stdout is a pipe whose other end is ours
+    assert api_infos[1].type == "FIFO"
+    assert api_infos[1].peers == [(os.getpid(), api_child.proc.stdout.fileno())]
+
+
+def test_api_file_info_of_memfd_and_anon_inode(api_child, api_infos):
+    memfd = _api_info(api_child, api_infos, "memfd")
+    assert memfd.path == "/memfd:" + _API_MEMFD_NAME
+    assert (memfd.type, memfd.size, memfd.nlink) == ("REG", 4096, 0)
+    epoll = _api_info(api_child, api_infos, "epoll")
+    assert epoll.ref.target == "anon_inode:[eventpoll]"
+    assert (epoll.type, epoll.path) == ("a_inode", None)
+
+
+# ---- ProcessFiles ----------------------------------------------------------------------
+
+def test_api_process_files_fds(api_child, api_files):
+    FileRef = lib_users.FileRef
+    assert api_files.pid == api_child.pid
+    by_fd = {ref.fd: ref for ref in api_files.fds}
+    assert [ref.fd for ref in api_files.fds] == sorted(by_fd)
+    for name in _api_names(api_child):
+        known = api_child.report[name]
+        ref = by_fd[known["fd"]]
+        mode = known["stat"]["mode"]
+        if stat.S_ISSOCK(mode):
+            target = "socket:[%d]" % known["stat"]["ino"]
+        elif name.startswith("pipe"):
+            target = "pipe:[%d]" % known["stat"]["ino"]
+        elif name == "epoll":
+            target = "anon_inode:[eventpoll]"
+        elif name in ("deleted", "memfd"):
+            target = known["path"] + " (deleted)"
+        else:
+            target = known["path"]
+        assert ref == FileRef(api_child.pid, known["fd"], target), name
+    assert by_fd[0].target == os.devnull  # stdin is DEVNULL
+    assert by_fd[1].target.startswith("pipe:[")
+
+
+def test_api_process_files_exe_cwd_root(api_child, api_files):
+    FileRef = lib_users.FileRef
+    exe = os.path.realpath(sys.executable)
+    assert api_files.exe == FileRef(api_child.pid, "exe", exe)
+    assert api_files.cwd == FileRef(api_child.pid, "cwd", api_child.tmpdir)
+    assert api_files.root == FileRef(api_child.pid, "root", "/")
+    infos = {ref.fd: lib_users.get_file_info(ref)
+             for ref in (api_files.exe, api_files.cwd, api_files.root)}
+    exe_st, cwd_st = os.stat(exe), os.stat(api_child.tmpdir)
+    assert (infos["exe"].type, infos["exe"].path, infos["exe"].inode) == (
+        "REG", exe, exe_st.st_ino)
+    assert infos["exe"].size == exe_st.st_size
+    assert (infos["cwd"].type, infos["cwd"].path, infos["cwd"].inode) == (
+        "DIR", api_child.tmpdir, cwd_st.st_ino)
+    assert infos["root"].type == "DIR" and infos["root"].path == "/"
+    for info in infos.values():
+        assert (info.mode, info.flags, info.position, info.locks) == (None, None, None, [])
+        assert info.deleted is False
+    assert (infos["cwd"].mount_point, infos["cwd"].fs_type) == \
+        _api_expected_mount(api_child.tmpdir)
+    assert (infos["root"].mount_point, infos["root"].fs_type) == _api_expected_mount("/")
+
+
+def test_api_process_files_mappings(api_child, api_files):
+    exe = os.path.realpath(sys.executable)
+    st = os.stat(exe)
+    mapped = [m for m in api_files.mappings if m.path == exe]
+    assert mapped, "the python executable is not among the mappings"
+    for mapping in mapped:
+        assert isinstance(mapping, lib_users.Mapping)
+        assert mapping.inode == st.st_ino
+        assert mapping.dev == (os.major(st.st_dev), os.minor(st.st_dev))
+        assert mapping.deleted is False
+        assert mapping.start < mapping.end
+    assert any("x" in m.perms for m in api_files.mappings)
+
+
+def test_api_cwd_at_a_mount_point():
+    """A process whose cwd is a mount point itself (here /proc): mount_point and
+    fs_type come from that mount."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            cwd="/proc", stdin=subprocess.PIPE)
+    try:
+        files = lib_users.get_process_files(proc.pid)
+        assert files.cwd.target == "/proc"
+        info = lib_users.get_file_info(files.cwd)
+        assert (info.type, info.path) == ("DIR", "/proc")
+        assert (info.mount_point, info.fs_type) == _api_expected_mount("/proc") \
+            == ("/proc", "proc")
+    finally:
+        proc.stdin.close()
+        _api_kill(proc)
+
+
+def test_api_name_that_ends_in_deleted_marker(tmp_path):
+    """A file really named "x (deleted)" is not deleted, and its path keeps the suffix."""
+    path = os.path.join(os.path.realpath(str(tmp_path)), "x (deleted)")
+    with open(path, "w") as f:
+        f.write("abc")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        ref = lib_users.FileRef(os.getpid(), fd, path)
+        info = lib_users.get_file_info(ref)
+        assert (info.type, info.nlink, info.size) == ("REG", 1, 3)
+        assert info.deleted is False
+        assert info.path == path
+    finally:
+        os.close(fd)
+
+
+# ---- ProcessInfo -----------------------------------------------------------------------
+
+def test_api_process_info(api_child):
+    import pwd
+
+    (info,) = lib_users.get_processes([api_child.pid])
+    assert isinstance(info, lib_users.ProcessInfo)
+    assert info.pid == api_child.pid
+    assert info.ppid == os.getpid()
+    assert info.pgrp == os.getpgid(api_child.pid) == api_child.report["pgrp"]
+    assert info.uid == os.getuid()
+    assert info.user == pwd.getpwuid(os.getuid()).pw_name
+    assert info.state in ("S", "R")
+    assert info.comm == os.path.basename(sys.executable)[:15]
+    assert info.argv == api_child.argv
+    assert info.exe == os.path.realpath(sys.executable)
+    assert info.cwd == api_child.tmpdir == os.path.realpath(api_child.report["cwd"])
+    assert info.root == "/"
+    # btime has whole seconds, and the child took some time to start: generous bounds
+    assert abs(info.start_time - api_child.spawned) < 5
+    assert info.kernel_thread is False and info.zombie is False
+
+
+def test_api_get_processes_all_includes_child_and_self(api_child):
+    pids = {info.pid: info for info in lib_users.get_processes()}
+    assert api_child.pid in pids and os.getpid() in pids
+    assert pids[os.getpid()].ppid == os.getppid()
+    again = lib_users.get_processes([api_child.pid])[0].asdict()
+    first = pids[api_child.pid].asdict()
+    # start_time may come from the live uptime, read anew on each call: a few ms apart
+    assert abs(first.pop("start_time") - again.pop("start_time")) < 0.1
+    assert first == again
+
+
+def test_api_kernel_thread():
+    try:
+        with open("/proc/2/comm") as comm:
+            name = comm.read().strip()
+    except OSError:
+        name = None
+    if name != "kthreadd":
+        pytest.skip("PID 2 is not kthreadd here (a PID namespace?)")
+    (info,) = lib_users.get_processes([2])
+    assert info.kernel_thread is True
+    assert info.zombie is False
+    assert (info.comm, info.argv, info.exe, info.ppid, info.uid) == (
+        "kthreadd", [], None, 0, 0)
+    files = lib_users.get_process_files(2)
+    assert (files.exe, files.mappings, files.fds) == (None, [], [])
+
+
+def test_api_zombie():
+    true = shutil.which("true")
+    argv = [true] if true else [sys.executable, "-c", "pass"]
+    proc = subprocess.Popen(argv)
+    try:
+        deadline = time.time() + 10
+        while True:  # exited but not waited for: a zombie
+            with open("/proc/%d/stat" % proc.pid, "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            assert time.time() < deadline, "the child did not exit"
+            time.sleep(0.01)
+        (info,) = lib_users.get_processes([proc.pid])
+        assert (info.state, info.zombie, info.kernel_thread) == ("Z", True, False)
+        assert info.ppid == os.getpid()
+        assert (info.argv, info.exe, info.cwd, info.root) == ([], None, None, None)
+        assert lib_users.get_process_files(proc.pid) == lib_users.ProcessFiles(
+            proc.pid, None, None, None, [], [])
+    finally:
+        proc.wait()
+
+
+def test_api_no_such_process():
+    true = shutil.which("true")
+    proc = subprocess.Popen([true] if true else [sys.executable, "-c", "pass"])
+    proc.wait()
+    pid = proc.pid
+    assert not os.path.exists("/proc/%d" % pid)
+    with pytest.raises(lib_users.NoSuchProcess):
+        lib_users.get_process_files(pid)
+    with pytest.raises(lib_users.NoSuchProcess):
+        lib_users.get_file_info(lib_users.FileRef(pid, 0, "/dev/null"))
+    with pytest.raises(lib_users.NoSuchProcess):
+        lib_users.get_file_info(lib_users.FileRef(pid, "cwd", "/"))
+    assert issubclass(lib_users.NoSuchProcess, LookupError)
+    assert issubclass(lib_users.AccessDenied, PermissionError)
+
+
+def test_api_get_processes_leaves_out_gone_pids(api_child):
+    """A PID that is gone is left out, not an error (as the docstring says)."""
+    true = shutil.which("true")
+    proc = subprocess.Popen([true] if true else [sys.executable, "-c", "pass"])
+    proc.wait()
+    assert lib_users.get_processes([proc.pid]) == []
+    assert [p.pid for p in lib_users.get_processes([proc.pid, api_child.pid])] == [
+        api_child.pid]
+
+
+def test_api_closed_descriptor_is_no_such_process(api_child):
+    """A descriptor the (live) process does not have."""
+    with pytest.raises(lib_users.NoSuchProcess):
+        lib_users.get_file_info(lib_users.FileRef(api_child.pid, 999, "/nowhere"))
+
+
+# ---- lsof ------------------------------------------------------------------------------
+
+def _api_lsof_fields(pid):
+    """{fd: {field letter: value}} from `lsof -p PID -F ...`; T fields in a dict."""
+    lsof = shutil.which("lsof") or ("/usr/bin/lsof" if os.path.exists("/usr/bin/lsof")
+                                    else None)
+    if lsof is None:
+        pytest.skip("lsof is not installed")
+    out = subprocess.run([lsof, "-n", "-P", "-w", "-p", str(pid), "-F", "ftaoinDdPTl"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout
+    files, current = {}, None
+    for line in os.fsdecode(out).split("\n"):
+        if not line:
+            continue
+        key, value = line[0], line[1:]
+        if key == "f":
+            current = files.setdefault(value, {"T": {}})
+        elif current is not None:
+            if key == "T":
+                k, _, v = value.partition("=")
+                current["T"][k] = v
+            else:
+                current[key] = value
+    return files
+
+
+def _api_lsof_name(info):
+    """What lsof prints as the name of a FileInfo."""
+    if info.type in ("IPv4", "IPv6"):
+        def addr(pair):
+            host = "[%s]" % pair[0] if info.type == "IPv6" else pair[0]
+            return "%s:%d" % (host, pair[1])
+        if info.state == "LISTEN" or info.protocol == "UDP" and info.remote[1] == 0:
+            return addr(info.local)
+        return "%s->%s" % (addr(info.local), addr(info.remote))
+    if info.type == "a_inode":
+        return info.ref.target[len("anon_inode:"):]
+    if info.type == "FIFO" and info.path is None:
+        return "pipe"
+    # lsof prints the kernel's link text, marker included; lib_users does not call a
+    # memfd deleted (it never was a file on disk) but keeps its name.
+    marked = info.deleted or info.path.startswith("/memfd:")
+    return info.path + (" (deleted)" if marked else "")
+
+
+def test_api_matches_lsof(api_child, api_files, api_infos):
+    lsof = _api_lsof_fields(api_child.pid)
+    access = {"r": "r", "w": "w", "u": "rw"}
+    lock_letter = {("WRITE", True): "W", ("READ", True): "R",
+                   ("WRITE", False): "w", ("READ", False): "r"}
+    compared = 0
+    for fd, info in api_infos.items():
+        entry = lsof.get(str(fd))
+        assert entry is not None, "lsof does not list fd %d" % fd
+        assert entry["t"] == info.type, fd
+        assert access.get(entry["a"]) == info.mode, fd
+        if info.type in ("IPv4", "IPv6"):
+            assert int(entry["d"]) == info.inode, fd  # lsof: DEVICE holds the inode
+            assert entry["P"] == info.protocol, fd
+            if info.protocol == "TCP":
+                assert entry["T"]["ST"] == info.state, fd
+            if info.state != "LISTEN":  # lsof zeroes the queues of listeners
+                assert (int(entry["T"]["QR"]), int(entry["T"]["QS"])) == (
+                    info.rx_queue, info.tx_queue), fd
+        else:
+            assert int(entry["i"]) == info.inode, fd
+        if "D" in entry:
+            assert int(entry["D"], 16) == os.makedev(*info.dev), fd
+        if info.type == "unix":
+            if info.local:
+                assert entry["n"].split(" type=")[0] == info.local, fd
+            assert entry["T"].get("ST") == info.state, fd
+        else:
+            assert entry["n"] == _api_lsof_name(info), fd
+        if entry.get("o", "").startswith("0t"):
+            assert int(entry["o"][2:]) == info.position, fd
+        letter = entry.get("l", " ").strip()
+        if info.locks and info.locks[0].kind != "OFDLCK":  # lsof does not show those
+            lock = info.locks[0]
+            assert letter == lock_letter[(lock.access, lock.whole)], fd
+        elif not info.locks:
+            assert letter == "", fd
+        compared += 1
+    assert compared == len(api_files.fds)
+    assert lsof[str(api_child.fd("regular"))]["o"] == "0t42"
+    for name, ref in (("cwd", api_files.cwd), ("rtd", api_files.root),
+                      ("txt", api_files.exe)):
+        info = lib_users.get_file_info(ref)
+        assert lsof[name]["t"] == info.type, name
+        assert int(lsof[name]["i"]) == info.inode, name
+        assert lsof[name]["n"] == info.path, name
+
+
+# ---- lib_users --fds -------------------------------------------------------------------
+
+def _api_run_cli(*args):
+    return subprocess.run([sys.executable, LIB_USERS] + list(args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+
+
+def test_api_cli_fds_text(api_child):
+    result = _api_run_cli("--fds", "-s")
+    assert result.returncode == 0, result.stderr
+    deleted = api_child.report["deleted"]["path"]
+    lines = result.stdout.splitlines()
+    mine = [line for line in lines if line.split(" ", 1)[0].split(",").count(
+        str(api_child.pid))]
+    assert len(mine) == 1, result.stdout
+    expected = "%s (%s)" % (deleted, lib_users.human_size(_API_DELETED_SIZE))
+    assert expected in mine[0]
+    assert mine[0].endswith(" uses " + expected)  # and nothing else of the child's
+    assert "memfd:" + _API_MEMFD_NAME not in result.stdout
+    assert "socket:[" not in result.stdout and "anon_inode" not in result.stdout
+    match = re.match(r"total: .* \((\d+) bytes\) would be freed", lines[-1])
+    assert match, lines[-1]
+    assert int(match.group(1)) >= _API_DELETED_SIZE
+
+
+def test_api_cli_fds_json(api_child):
+    result = _api_run_cli("--fds", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["mode"] == "fds"
+    assert doc["freed_bytes"] >= _API_DELETED_SIZE
+    procs = [p for p in doc["processes"] if p["pid"] == api_child.pid]
+    assert len(procs) == 1
+    files = [{key: use.get(key) for key in ("path", "kind", "size")}
+             for use in procs[0]["files"]]
+    assert files == [{"path": api_child.report["deleted"]["path"],
+                      "kind": "fd", "size": _API_DELETED_SIZE}]
+    assert procs[0]["argv"] == api_child.argv
+    for proc in doc["processes"]:
+        for use in proc["files"]:
+            assert not use["path"].startswith("/memfd:"), use
+            assert not use["path"].startswith(("socket:", "anon_inode:", "pipe:")), use
+
+
+def test_api_cli_fds_only_the_child(api_child):
+    result = _api_run_cli("--fds", "--json", "-p", str(api_child.pid))
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["freed_bytes"] == _API_DELETED_SIZE
+    assert [p["pid"] for p in doc["processes"]] == [api_child.pid]
+    assert doc["groups"][0]["files"] == [api_child.report["deleted"]["path"]]
+    assert doc["groups"][0]["freed_bytes"] == _API_DELETED_SIZE
+
+
+# ---- as an unprivileged user ------------------------------------------------------------
+
+_API_NOBODY_SCRIPT = r'''
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import lib_users as L
+root_pid = int(sys.argv[2])
+res = {"uid": os.getuid()}
+
+def attempt(name, call):
+    try:
+        call()
+        res[name] = "ok"
+    except L.AccessDenied:
+        res[name] = "AccessDenied"
+    except Exception as err:
+        res[name] = "%s: %s" % (type(err).__name__, err)
+
+attempt("files_root_child", lambda: L.get_process_files(root_pid))
+attempt("info_root_child_fd", lambda: L.get_file_info(L.FileRef(root_pid, 0, "/dev/null")))
+attempt("info_root_child_cwd", lambda: L.get_file_info(L.FileRef(root_pid, "cwd", "/")))
+if len(sys.argv) > 3:
+    attempt("files_pid1", lambda: L.get_process_files(int(sys.argv[3])))
+(info,) = L.get_processes([root_pid])
+res["root_child"] = {"uid": info.uid, "argv": info.argv, "exe": info.exe, "cwd": info.cwd}
+me = os.path.join(sys.argv[1], "lib_users.py")
+fd = os.open(me, os.O_RDONLY)
+os.lseek(fd, 7, os.SEEK_SET)
+files = L.get_process_files(os.getpid())
+ref = [r for r in files.fds if r.fd == fd][0]
+got = L.get_file_info(ref)
+st = os.fstat(fd)
+res["own_fd"] = {"target": ref.target, "path": got.path, "position": got.position,
+                 "inode": got.inode == st.st_ino, "mode": got.mode, "type": got.type}
+res["own_exe"] = files.exe is not None and files.cwd is not None
+res["own_mappings"] = len(files.mappings)
+(own,) = L.get_processes([os.getpid()])
+res["own_info"] = {"uid": own.uid, "cwd": own.cwd, "exe": own.exe is not None}
+print(json.dumps(res))
+'''
+
+
+def _api_demote():
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def _api_popen_kwargs():
+    if sys.version_info >= (3, 9):
+        return {"user": 65534, "group": 65534, "extra_groups": []}
+    return {"preexec_fn": _api_demote}
+
+
+def _api_nobody_python(workdir):
+    """An interpreter that uid 65534 can run (sys.executable may live under /root)."""
+    for candidate in (sys.executable, "/usr/bin/python3", shutil.which("python3"),
+                      "/usr/local/bin/python3"):
+        if not candidate or not os.path.exists(candidate):
+            continue
+        try:
+            check = subprocess.run([candidate, "-c", "import json, os"], cwd=workdir,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env={"PATH": "/usr/bin:/bin"}, **_api_popen_kwargs())
+        except OSError:  # not executable (or not reachable) for that user
+            continue
+        if check.returncode == 0:
+            return candidate
+    return None
+
+
+def test_api_unprivileged_user(api_child):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a part as uid 65534")
+    workdir = tempfile.mkdtemp(prefix="lib_users_api_nobody_")
+    try:
+        os.chmod(workdir, 0o755)
+        shutil.copy(LIB_USERS, os.path.join(workdir, "lib_users.py"))
+        os.chmod(os.path.join(workdir, "lib_users.py"), 0o644)
+        python = _api_nobody_python(workdir)
+        if python is None:
+            pytest.skip("no Python interpreter that uid 65534 can run")
+        args = [python, "-c", _API_NOBODY_SCRIPT, workdir, str(api_child.pid)]
+        try:
+            with open("/proc/1/status") as status:
+                pid1_uid = [int(line.split()[1]) for line in status
+                            if line.startswith("Uid:")][0]
+        except OSError:
+            pid1_uid = None
+        if pid1_uid is not None and pid1_uid != 65534:
+            args.append("1")
+        result = subprocess.run(args, cwd=workdir, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True,
+                                env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+                                timeout=60, **_api_popen_kwargs())
+        assert result.returncode == 0, result.stderr
+        res = json.loads(result.stdout)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert res["uid"] == 65534
+    assert res["files_root_child"] == "AccessDenied"
+    assert res["info_root_child_fd"] == "AccessDenied"
+    assert res["info_root_child_cwd"] == "AccessDenied"
+    if "files_pid1" in res:
+        assert res["files_pid1"] == "AccessDenied"
+    # what anyone may read of another user's process, and None for the rest
+    assert res["root_child"] == {"uid": 0, "argv": api_child.argv, "exe": None,
+                                 "cwd": None}
+    assert res["own_fd"] == {"target": os.path.join(workdir, "lib_users.py"),
+                             "path": os.path.join(workdir, "lib_users.py"),
+                             "position": 7, "inode": True, "mode": "r", "type": "REG"}
+    assert res["own_exe"] is True
+    assert res["own_mappings"] > 0
+    assert res["own_info"]["uid"] == 65534 and res["own_info"]["exe"] is True
+    assert res["own_info"]["cwd"] == os.path.realpath(workdir)
+
+
+# ==== services, containers, scripts, reboot, Nagios and Prometheus ======================
+# Tests of services and containers (-S, --json placement), stale scripts, replaced
+# against removed files, the reboot hint, and the --nagios and --prometheus formats.
+# To be merged into test_lib_users.py.
+#
+# The procfs trees under testdata/svc-* are written by testdata/make_svc_fixtures.py.
+
+_SVC_LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
+_SVC_DOCKER = "4f3c2a1b9e8d7c6b5a49382716f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3"
+_SVC_PODMAN = "9a8b7c6d5e4f30211f2e3d4c5b6a79881a2b3c4d5e6f708192a3b4c5d6e7f809"
+_SVC_SAFE = ["cron.service", "openvpn@office.service", "ssh.service",
+             "systemd-journald.service", "systemd-timesyncd.service"]
+_SVC_LIVE = pytest.mark.skipif(not sys.platform.startswith("linux")
+                               or not os.path.isdir("/proc/self/fd"),
+                               reason="needs Linux with procfs at /proc")
+
+
+def _svc_tree(name):
+    return os.path.join(TESTDATA, name)
+
+
+def _svc_run(*args, proc=None):
+    cmd = [sys.executable, LIB_USERS] + (["--proc", _svc_tree(proc)] if proc else [])
+    return subprocess.run(cmd + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=60)
+
+
+def _svc_json(*args, proc=None):
+    result = _svc_run("--json", *args, proc=proc)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _svc_user(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+# ---- -S on a tree with one process per kind of placement -------------------------------
+
+_SVC_LINE = re.compile(r'^(.+) (\d+(?:,\d+)*|\d+ processes) "(.*)"$')
+
+
+def _svc_sections(text):
+    """(unit lines as [(label, pids, argv)], the systemctl line or None, {label: reason})."""
+    units, restart, held = [], None, {}
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("systemctl restart "):
+            assert restart is None, "two systemctl lines"
+            restart = line
+        elif line.startswith("# "):
+            label, sep, reason = line[2:].partition(": ")
+            assert sep and label not in held, line
+            held[label] = reason
+        else:
+            match = _SVC_LINE.match(line)
+            assert match, line
+            units.append((match.group(1), match.group(2), match.group(3)))
+    return units, restart, held
+
+
+@pytest.fixture(scope="module")
+def _svc_units_S():
+    result = _svc_run("-S", proc="svc-units")
+    assert result.returncode == 0
+    assert result.stderr == ""
+    return _svc_sections(result.stdout)
+
+
+def test_svc_S_unit_lines(_svc_units_S):
+    units, _restart, _held = _svc_units_S
+    assert sorted(units) == sorted([
+        ("systemd-journald.service", "300", "/lib/systemd/systemd-journald"),
+        ("ssh.service", "612", "'sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups'"),
+        ("cron.service", "640", "/usr/sbin/cron -f"),
+        ("openvpn@office.service", "655",
+         "/usr/sbin/openvpn --daemon ovpn-office --config /etc/openvpn/office.conf"),
+        ("systemd-timesyncd.service", "660", "/lib/systemd/systemd-timesyncd"),
+        ("dbus.service", "700", "/usr/bin/dbus-daemon --system --address=systemd: --nofork "
+         "--nopidfile --systemd-activation --syslog-only"),
+        ("getty@tty1.service", "710", "/sbin/agetty -o '-p -- \\\\u' --noclear - linux"),
+        ("session-3.scope", "1001", "'sshd: root@pts/0'"),
+        ("session-3.scope", "1005", "-bash"),
+        ("user@1000.service", "1100", "/lib/systemd/systemd --user"),
+        ("pipewire.service in user@1000.service", "1150", "/usr/bin/pipewire"),
+        ("app-firefox\\\\x2desr-4242.scope in user@1000.service", "1160",
+         "/usr/lib/firefox-esr/firefox-esr"),
+        ("session-7.scope", "1200", "'sshd: cloud@pts/1'"),
+        ("docker:4f3c2a1b9e8d", "2100", "'nginx: master process nginx -g daemon off;'"),
+        ("libpod-conmon-%s.scope" % _SVC_PODMAN, "2190",
+         "/usr/bin/conmon --api-version 1 -c %s" % _SVC_PODMAN),
+        ("podman:9a8b7c6d5e4f", "2200", "'redis-server *:6379'"),
+        ("lxc:web1", "2300", "/usr/sbin/apache2 -k start"),
+        ("nspawn:debian-test", "2400", "/usr/sbin/cron -f"),
+        ("unknown", "2500", "/usr/bin/python3 /srv/app/worker.py"),
+        ("-", "2600,2601", "/opt/agent/bin/agent --foreground"),
+    ])
+
+
+def test_svc_S_safe_units_listed_first(_svc_units_S):
+    units, _restart, held = _svc_units_S
+    labels = [label for label, _pids, _argv in units]
+    safe = [label for label in labels if label not in held and label != "-"]
+    assert sorted(set(safe)) == _SVC_SAFE
+    assert labels[: len(safe)] == safe  # restartable units come before held-back ones
+
+
+def test_svc_S_restart_line_lists_exactly_the_safe_services(_svc_units_S):
+    _units, restart, _held = _svc_units_S
+    words = shlex.split(restart)
+    assert words[:2] == ["systemctl", "restart"]
+    assert words[2:] == _SVC_SAFE
+    for unit in words[2:]:
+        assert unit.endswith(".service")
+        assert not unit.startswith(("dbus", "getty@", "user@", "session-", "docker-",
+                                    "libpod-", "machine-"))
+
+
+def test_svc_S_held_back_reasons(_svc_units_S):
+    units, _restart, held = _svc_units_S
+    labels = {label for label, _pids, _argv in units}
+    # Every unit that is not restarted says why; nothing safe is held back.
+    assert set(held) == (labels - set(_SVC_SAFE) - {"-"}) | {"processes without a unit"}
+    assert "message bus" in held["dbus.service"]
+    assert "console" in held["getty@tty1.service"]
+    assert "log out" in held["user@1000.service"]
+    assert "root" in held["session-3.scope"]
+    cloud = _svc_user(1000)
+    assert (cloud or "uid 1000") in held["session-7.scope"]
+    assert "systemctl --user restart pipewire.service" in held[
+        "pipewire.service in user@1000.service"]
+    assert (cloud or "1000") in held["pipewire.service in user@1000.service"]
+    assert held["docker:4f3c2a1b9e8d"].endswith("docker restart 4f3c2a1b9e8d")
+    assert held["podman:9a8b7c6d5e4f"].endswith("podman restart 9a8b7c6d5e4f")
+    assert "web1" in held["lxc:web1"]
+    assert held["nspawn:debian-test"].endswith("machinectl reboot debian-test")
+    assert "another PID namespace" in held["unknown"]
+    assert "restart the program" in held["libpod-conmon-%s.scope" % _SVC_PODMAN]
+    assert "by hand" in held["processes without a unit"]
+
+
+def test_svc_S_user_scope_is_not_restartable(_svc_units_S):
+    # A scope (here an app launched from a desktop) cannot be restarted by systemd:
+    # `systemctl --user restart x.scope` fails ("Job type restart is not applicable").
+    _units, _restart, held = _svc_units_S
+    reason = held["app-firefox\\\\x2desr-4242.scope in user@1000.service"]
+    assert "systemctl --user restart" not in reason
+
+
+def test_svc_S_showlibs_and_verbose():
+    result = _svc_run("-S", "-s", "-p", "612,2600,2601", proc="svc-units")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == ('ssh.service 612 "\'sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 '
+                        'startups\'" uses %s' % _SVC_LIBSSL)
+    assert lines[1] == '- 2600,2601 "/opt/agent/bin/agent --foreground" uses %s' % _SVC_LIBSSL
+    assert lines[3] == "systemctl restart ssh.service"
+
+
+def test_svc_S_container_service_is_not_restarted_on_the_host():
+    # cron.service runs on the host (640) and inside the nspawn container (2400): only
+    # the host's is a unit of ours.
+    units, restart, held = _svc_sections(_svc_run("-S", "-p", "640,2400",
+                                                  proc="svc-units").stdout)
+    assert ("cron.service", "640", "/usr/sbin/cron -f") in units
+    assert ("nspawn:debian-test", "2400", "/usr/sbin/cron -f") in units
+    assert shlex.split(restart)[2:] == ["cron.service"]
+    assert list(held) == ["nspawn:debian-test"]
+
+
+def test_svc_S_nothing_to_restart():
+    result = _svc_run("-S", "-p", "700,2100", proc="svc-units")
+    assert "systemctl" not in result.stdout
+    assert result.stdout.count("\n# ") == 2
+
+
+def test_svc_S_restart_line_is_shell_safe_with_systemd_escapes():
+    # systemd writes '-' inside an instance name as \x2d; the printed command, run by a
+    # shell, must restart the unit of that very name.
+    result = _svc_run("-S", "-p", "500,520", proc="svc-odd")
+    _units, restart, _held = _svc_sections(result.stdout)
+    assert shlex.split(restart) == ["systemctl", "restart",
+                                    "openvpn-client@my\\x2dvpn.service", "relay.service"]
+
+
+def test_svc_S_restart_line_quotes_odd_unit_names():
+    # A cgroup may be named anything; a quote in it must not break the shell command.
+    result = _svc_run("-S", "-p", "510", proc="svc-odd")
+    _units, restart, _held = _svc_sections(result.stdout)
+    assert shlex.split(restart) == ["systemctl", "restart", 'odd"name.service']
+
+
+# ---- --json placement -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def _svc_units_json():
+    return _svc_json(proc="svc-units")
+
+
+_SVC_PLACES = {  # pid: (unit, user_unit, container, session id)
+    300: ("systemd-journald.service", None, None, None),
+    612: ("ssh.service", None, None, None),
+    640: ("cron.service", None, None, None),
+    655: ("openvpn@office.service", None, None, None),
+    660: ("systemd-timesyncd.service", None, None, None),
+    700: ("dbus.service", None, None, None),
+    710: ("getty@tty1.service", None, None, None),
+    1001: ("session-3.scope", None, None, "3"),
+    1005: ("session-3.scope", None, None, "3"),
+    1100: ("user@1000.service", None, None, None),
+    1150: ("user@1000.service", "pipewire.service", None, None),
+    1160: ("user@1000.service", "app-firefox\\x2desr-4242.scope", None, None),
+    1200: ("session-7.scope", None, None, "7"),
+    2100: ("docker-%s.scope" % _SVC_DOCKER, None, "docker:4f3c2a1b9e8d", None),
+    2190: ("libpod-conmon-%s.scope" % _SVC_PODMAN, None, None, None),
+    2200: ("libpod-%s.scope" % _SVC_PODMAN, None, "podman:9a8b7c6d5e4f", None),
+    2300: ("apache2.service", None, "lxc:web1", None),
+    2400: ("machine-debian\\x2dtest.scope", None, "nspawn:debian-test", None),
+    2500: (None, None, "unknown", None),
+    2600: (None, None, None, None),
+    2601: (None, None, None, None),
+}
+
+
+def test_svc_json_processes_placement(_svc_units_json):
+    doc = _svc_units_json
+    assert doc["complete"] is True
+    got = {p["pid"]: (p["unit"], p["user_unit"], p["container"],
+                      p["session"] and p["session"]["id"]) for p in doc["processes"]}
+    assert got == _SVC_PLACES
+    sessions = {p["pid"]: p["session"] for p in doc["processes"] if p["session"]}
+    assert sessions[1001] == {"id": "3", "uid": 0, "user": "root"}
+    assert sessions[1200] == {"id": "7", "uid": 1000, "user": _svc_user(1000)}
+    for process in doc["processes"]:
+        assert process["files"] == [{"path": _SVC_LIBSSL, "kind": "library", "size": None,
+                                     "replaced": None}]  # a fixture tree has no root
+
+
+def test_svc_json_groups_and_restart(_svc_units_json):
+    doc = _svc_units_json
+    assert doc["restart"] == _SVC_SAFE
+    assert doc["reboot"] == {"needed": False, "reasons": [], "files": []}
+    groups = {tuple(g["pids"]): g for g in doc["groups"]}
+    for group in doc["groups"]:
+        assert {"unit", "container", "session"} <= set(group)
+    assert groups[(612,)]["unit"] == "ssh.service"
+    assert groups[(2100,)]["container"] == "docker:4f3c2a1b9e8d"
+    assert groups[(1001,)]["session"] == {"id": "3", "uid": 0, "user": "root"}
+    assert groups[(2600, 2601)]["unit"] is None
+    # The same argv on the host and in a container: the group has no single unit.
+    cron = groups[(640, 2400)]
+    assert cron["unit"] is None and cron["container"] is None
+
+
+def test_svc_json_unit_with_backslash_is_exact():
+    doc = _svc_json("-p", "500", proc="svc-odd")
+    assert doc["processes"][0]["unit"] == "openvpn-client@my\\x2dvpn.service"
+    assert doc["restart"] == ["openvpn-client@my\\x2dvpn.service"]
+
+
+# ---- placement units ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("data, expected", [
+    (b"0::/system.slice/ssh.service\n", "/system.slice/ssh.service"),
+    (b"12:pids:/system.slice/cron.service\n1:name=systemd:/system.slice/cron.service\n0::/\n",
+     "/system.slice/cron.service"),
+    (b"1:name=systemd:/\n0::/system.slice/ssh.service\n", "/system.slice/ssh.service"),
+    (b"1:name=systemd:/system.slice/x.service\n", "/system.slice/x.service"),
+    (b"4:memory:/docker/abc\n", None),
+    (b"0::/\n", "/"),
+    (b"", None),
+    (b"0::/system.slice/a:b.service\n", "/system.slice/a:b.service"),
+])
+def test_svc_parse_cgroup(data, expected):
+    assert lib_users.parse_cgroup(data) == expected
+
+
+@pytest.mark.parametrize("cgroup, expected", [
+    ("/system.slice/docker-%s.scope" % _SVC_DOCKER, "docker:4f3c2a1b9e8d"),
+    ("/docker/%s" % _SVC_DOCKER, "docker:4f3c2a1b9e8d"),
+    ("/machine.slice/libpod-%s.scope/container" % _SVC_PODMAN, "podman:9a8b7c6d5e4f"),
+    ("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-%s.scope" % _SVC_PODMAN,
+     "podman:9a8b7c6d5e4f"),
+    ("/machine.slice/libpod-conmon-%s.scope" % _SVC_PODMAN, None),
+    ("/lxc.payload.web1", "lxc:web1"),
+    ("/lxc.payload.web1/system.slice/apache2.service", "lxc:web1"),
+    ("/lxc.monitor.web1", None),
+    ("/machine.slice/machine-debian\\x2dtest.scope", "nspawn:debian-test"),
+    ("/machine.slice/systemd-nspawn@arch.service/payload", "nspawn:arch"),
+    ("/system.slice/ssh.service", None),
+    ("/", None),
+    (None, None),
+])
+def test_svc_container_of(cgroup, expected):
+    assert lib_users.container_of(cgroup) == expected
+
+
+def test_svc_placement_of():
+    place = lib_users.placement_of("/user.slice/user-0.slice/session-3.scope")
+    assert (place.unit, place.user_unit, place.uid, place.user, place.session,
+            place.container) == ("session-3.scope", None, 0, "root", "3", None)
+    place = lib_users.placement_of("/user.slice/user-1000.slice/user@1000.service/init.scope")
+    assert (place.unit, place.user_unit, place.uid) == ("user@1000.service", None, 1000)
+    place = lib_users.placement_of(
+        "/user.slice/user-1000.slice/user@1000.service/app.slice/pipewire.service")
+    assert (place.unit, place.user_unit) == ("user@1000.service", "pipewire.service")
+    place = lib_users.placement_of("/system.slice/system-getty.slice/getty@tty1.service")
+    assert (place.unit, place.session, place.uid) == ("getty@tty1.service", None, None)
+    place = lib_users.placement_of("/")
+    assert place == lib_users.Placement(None, None, None, None, None, None)
+
+
+@pytest.mark.parametrize("unit, safe", [
+    ("ssh.service", True), ("openvpn@office.service", True),
+    ("systemd-journald.service", True), ("cron.service", True),
+    ("dbus.service", False), ("dbus-broker.service", False), ("getty@tty1.service", False),
+    ("serial-getty@ttyS0.service", False), ("user@1000.service", False),
+    ("session-3.scope", False), ("init.scope", False), ("systemd-logind.service", False),
+    ("gdm.service", False), ("docker-abc.scope", False), ("var-lib.mount", False),
+])
+def test_svc_held_back_reason(unit, safe):
+    assert (lib_users.held_back_reason(unit) is None) == safe
+
+
+def test_svc_plan_restarts_unknown_uid():
+    finding = lib_users.Finding(10, ["x"], {}, None, lib_users.placement_of(
+        "/user.slice/user-4242424.slice/session-9.scope"))
+    plan = lib_users.plan_restarts([finding])
+    assert plan.restart == []
+    assert plan.entries[0].label == "session-9.scope"
+    assert "uid 4242424" in plan.entries[0].reason
+
+
+def test_svc_own_namespaces_of_a_tree_are_its_pid_1():
+    assert lib_users.own_namespaces(_svc_tree("svc-units")) == ("mnt:[4026531841]",
+                                                                 "pid:[4026531836]")
+    assert lib_users.own_namespaces(_svc_tree("no-such-tree")) == (None, None)
+
+
+@_SVC_LIVE
+def test_svc_own_namespaces_live():
+    assert lib_users.own_namespaces() == (os.readlink("/proc/self/ns/mnt"),
+                                          os.readlink("/proc/self/ns/pid"))
+
+
+def test_svc_read_placement_namespaces():
+    tree = _svc_tree("svc-units")
+    own = lib_users.own_namespaces(tree)
+
+    def place(pid):
+        fd = os.open(os.path.join(tree, str(pid)), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return lib_users.read_placement(fd, own, {})
+        finally:
+            os.close(fd)
+
+    assert place(660).container is None  # a mount namespace of its own: a sandbox
+    assert place(2500).container == "unknown"  # another PID namespace, no name
+    assert place(2100).container == "docker:4f3c2a1b9e8d"  # the name wins
+
+
+# ---- scripts -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, exe, expected", [
+    (["python3", "/srv/app.py", "--port", "80"], "python3.11", "/srv/app.py"),
+    (["python3", "-u", "app.py"], "python3", "app.py"),
+    (["python3", "-m", "http.server"], "python3", None),
+    (["python3", "-c", "import time; time.sleep(9)"], "python3", None),
+    (["python3", "-W", "ignore", "app.py"], "python3", "app.py"),
+    (["python3", "-Wignore", "app.py"], "python3", "app.py"),
+    (["python3", "-X", "dev", "-W", "x", "app.py"], "python3", "app.py"),
+    (["python3", "-Im", "venv"], "python3", None),
+    (["python3", "-"], "python3", None),
+    (["python3"], "python3", None),
+    (["python3", "--", "app.py"], "python3", "app.py"),
+    (["perl", "-e", "print 1"], "perl", None),
+    (["perl", "-w", "tool.pl"], "perl5.36", "tool.pl"),
+    (["perl", "-ne", "print", "file"], "perl", None),
+    (["perl", "-Ilib", "-Mstrict", "tool.pl"], "perl", "tool.pl"),
+    (["perl", "-I", "lib", "tool.pl"], "perl", "tool.pl"),
+    (["perl", "-x", "tool.sh"], "perl", "tool.sh"),  # -x[dir]: the dir is attached only
+    (["bash", "-ec", "sleep 1"], "bash", None),
+    (["bash", "-c", "sleep 1"], "bash", None),
+    (["bash", "-e", "/usr/local/bin/job.sh"], "bash", "/usr/local/bin/job.sh"),
+    (["bash", "-o", "pipefail", "job.sh"], "bash", "job.sh"),
+    (["-bash"], "bash", None),
+    (["bash", "-i"], "bash", None),
+    (["sh", "/etc/init.d/x", "start"], "dash", "/etc/init.d/x"),
+    (["sh", "-c", "x"], "sh", None),
+    (["java", "-jar", "app.jar"], "java", "app.jar"),
+    (["java", "-Xmx1g", "-cp", "lib/*", "-jar", "/opt/app.jar", "serve"], "java",
+     "/opt/app.jar"),
+    (["java", "-cp", "app.jar", "com.example.Main"], "java", None),
+    (["java", "-jar"], "java", None),
+    (["node", "-e", "setTimeout(()=>0, 9)"], "node", None),
+    (["node", "--require", "x", "server.js"], "node", "server.js"),
+    (["node", "-p", "1"], "nodejs", None),
+    (["php", "-f", "index.php"], "php8.2", "index.php"),
+    (["php", "-d", "x=1", "cron.php"], "php", "cron.php"),
+    (["php", "-r", "echo 1;"], "php", None),
+    (["php", "-S", "localhost:8000"], "php", None),  # the built-in web server, no script
+    (["php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)"], "php-fpm8.2", None),
+    (["/usr/bin/app", "x.py"], "app", None),
+    (["shellcheck", "x.sh"], "shellcheck", None),
+])
+def test_svc_script_of(argv, exe, expected):
+    assert lib_users.script_of(argv, exe) == expected
+
+
+# ---- live processes: replaced or removed, stale scripts ---------------------------------
+
+@pytest.fixture
+def _svc_tmp():
+    path = tempfile.mkdtemp(prefix="lib_users_svc_")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def _svc_children():
+    children = []
+    yield children
+    for child in children:
+        if child.poll() is None:
+            child.kill()  # by its PID
+        child.wait()
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def _svc_spawn(children, argv, cwd=None):
+    """Start a child that prints `ready` once set up, then reads stdin until killed."""
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd)
+    children.append(child)
+    line = child.stdout.readline()
+    assert line.strip() == b"ready", line
+    return child
+
+
+def _svc_find_libz():
+    for pattern in ("/lib/*-linux-gnu*/libz.so.1", "/usr/lib/*-linux-gnu*/libz.so.1",
+                    "/lib64/libz.so.1", "/usr/lib64/libz.so.1", "/lib/libz.so.1",
+                    "/usr/lib/libz.so.1"):
+        for path in sorted(glob.glob(pattern)):
+            if os.path.isfile(path):
+                return os.path.realpath(path)
+    pytest.skip("no libz.so.1 to copy")
+
+
+_SVC_LOADER = ("import ctypes, sys\nctypes.CDLL(sys.argv[1])\n"
+               "print('ready', flush=True)\nsys.stdin.readline()\n")
+
+
+def _svc_load_copy(children, tmp):
+    lib = os.path.join(tmp, "libz.so.1")
+    shutil.copyfile(_svc_find_libz(), lib)
+    child = _svc_spawn(children, [sys.executable, "-c", _SVC_LOADER, lib])
+    with open("/proc/%d/maps" % child.pid) as maps:
+        assert lib in maps.read()
+    return child, lib
+
+
+def _svc_files(pid):
+    doc = _svc_json("-p", str(pid))
+    assert [p["pid"] for p in doc["processes"]] == [pid]
+    return {f["path"]: f for f in doc["processes"][0]["files"]}
+
+
+@_SVC_LIVE
+def test_svc_live_library_replaced(_svc_children, _svc_tmp):
+    child, lib = _svc_load_copy(_svc_children, _svc_tmp)
+    assert _svc_json("-p", str(child.pid))["processes"] == []
+    shutil.copyfile(lib, lib + ".new")
+    os.rename(lib + ".new", lib)  # how a package manager installs the new version
+    files = _svc_files(child.pid)
+    assert files[lib]["kind"] == "library"
+    assert files[lib]["replaced"] is True
+    text = _svc_run("-s", "-p", str(child.pid)).stdout
+    assert text.endswith(" uses %s\n" % lib)
+
+
+@_SVC_LIVE
+def test_svc_live_library_removed(_svc_children, _svc_tmp):
+    child, lib = _svc_load_copy(_svc_children, _svc_tmp)
+    os.unlink(lib)
+    files = _svc_files(child.pid)
+    assert files[lib]["kind"] == "library"
+    assert files[lib]["replaced"] is False
+
+
+_SVC_SCRIPT = "import sys\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+
+
+def _svc_start_script(children, tmp, name="svc_script.py", cwd=None):
+    script = os.path.join(tmp, name)
+    with open(script, "w") as out:
+        out.write(_SVC_SCRIPT)
+    child = _svc_spawn(children, [sys.executable, name if cwd else script], cwd=cwd)
+    return child, script
+
+
+@_SVC_LIVE
+def test_svc_live_script_changed(_svc_children, _svc_tmp):
+    child, script = _svc_start_script(_svc_children, _svc_tmp)
+    with open(script, "w") as out:
+        out.write(_SVC_SCRIPT + "# version 2\n")
+    later = time.time() + 5  # past lib_users's second of grace, without sleeping
+    os.utime(script, (later, later))
+    files = _svc_files(child.pid)
+    assert files == {script: {"path": script, "kind": "script",
+                              "size": len(_SVC_SCRIPT) + 12, "replaced": True}}
+    result = _svc_run("-s", "-p", str(child.pid))
+    assert result.stdout == '%d "%s %s" uses %s\n' % (child.pid, sys.executable, script,
+                                                     script)
+
+
+@_SVC_LIVE
+def test_svc_live_script_unchanged(_svc_children, _svc_tmp):
+    child, _script = _svc_start_script(_svc_children, _svc_tmp)
+    doc = _svc_json("-p", str(child.pid))
+    assert doc["processes"] == [] and doc["groups"] == []
+    assert _svc_run("-p", str(child.pid)).stdout == ""
+
+
+@_SVC_LIVE
+def test_svc_live_script_deleted(_svc_children, _svc_tmp):
+    child, script = _svc_start_script(_svc_children, _svc_tmp)
+    os.unlink(script)
+    files = _svc_files(child.pid)
+    assert files == {script: {"path": script, "kind": "script", "size": None,
+                              "replaced": False}}
+
+
+@_SVC_LIVE
+def test_svc_live_relative_script_deleted(_svc_children, _svc_tmp):
+    # Looked up from the process's working directory, not lib_users's.
+    child, script = _svc_start_script(_svc_children, _svc_tmp, "rel.py", cwd=_svc_tmp)
+    assert _svc_json("-p", str(child.pid))["processes"] == []
+    os.unlink(script)
+    assert _svc_files(child.pid)["rel.py"]["replaced"] is False
+
+
+@_SVC_LIVE
+def test_svc_live_shell_script_changed(_svc_children, _svc_tmp):
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    script = os.path.join(_svc_tmp, "job.sh")
+    with open(script, "w") as out:
+        out.write("echo ready\nread -r line\n")
+    child = _svc_spawn(_svc_children, [bash, script])
+    later = time.time() + 5
+    os.utime(script, (later, later))
+    assert _svc_files(child.pid)[script]["kind"] == "script"
+
+
+@_SVC_LIVE
+def test_svc_live_bash_c_is_not_a_script(_svc_children):
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    child = _svc_spawn(_svc_children, [bash, "-c", "echo ready; read -r line"])
+    doc = _svc_json("-p", str(child.pid))
+    assert doc["processes"] == []
+
+
+# ---- reboot --------------------------------------------------------------------------------
+
+_SVC_RELEASE = "6.1.0-9-amd64"
+
+
+def _svc_boot(root, kernels=(_SVC_RELEASE,), modules=(_SVC_RELEASE,), usr=False):
+    (root / "boot").mkdir()
+    (root / "boot" / ("config-" + _SVC_RELEASE)).write_text("CONFIG_X=y\n")
+    for release in kernels:
+        (root / "boot" / ("vmlinuz-" + release)).write_bytes(b"\x7fELF")
+    for release in modules:
+        base = root / "usr" / "lib" / "modules" if usr else root / "lib" / "modules"
+        (base / release / "kernel").mkdir(parents=True)
+
+
+def test_svc_reboot_nothing(tmp_path):
+    _svc_boot(tmp_path)
+    assert lib_users.kernel_reboot_reasons(root=str(tmp_path), release=_SVC_RELEASE) == []
+
+
+def test_svc_reboot_empty_root(tmp_path):
+    assert lib_users.kernel_reboot_reasons(root=str(tmp_path), release=_SVC_RELEASE) == []
+
+
+def test_svc_reboot_older_kernels_are_fine(tmp_path):
+    _svc_boot(tmp_path, kernels=("6.1.0-8-amd64", _SVC_RELEASE, "5.10.0-30-amd64"),
+              modules=("6.1.0-8-amd64", _SVC_RELEASE))
+    assert lib_users.kernel_reboot_reasons(root=str(tmp_path), release=_SVC_RELEASE) == []
+
+
+def test_svc_reboot_newer_kernel(tmp_path):
+    _svc_boot(tmp_path, kernels=(_SVC_RELEASE, "6.1.0-10-amd64"),
+              modules=(_SVC_RELEASE, "6.1.0-10-amd64"))
+    reasons = lib_users.kernel_reboot_reasons(root=str(tmp_path), release=_SVC_RELEASE)
+    assert reasons == ["kernel 6.1.0-10-amd64 is installed but 6.1.0-9-amd64 is running"]
+
+
+def test_svc_reboot_newer_kernel_only_in_boot(tmp_path):
+    _svc_boot(tmp_path, kernels=(_SVC_RELEASE, "6.1.0-10-amd64"), modules=(_SVC_RELEASE,))
+    reasons = lib_users.kernel_reboot_reasons(root=str(tmp_path), release=_SVC_RELEASE)
+    assert len(reasons) == 1 and "6.1.0-10-amd64 is installed" in reasons[0]
+
+
+def test_svc_reboot_modules_gone(tmp_path):
+    _svc_boot(tmp_path, modules=("6.1.0-8-amd64",))
+    reasons = lib_users.kernel_reboot_reasons(root=str(tmp_path), release=_SVC_RELEASE)
+    assert reasons == ["the modules of the running kernel 6.1.0-9-amd64 are gone"]
+
+
+def test_svc_reboot_modules_in_usr_lib(tmp_path):
+    _svc_boot(tmp_path, usr=True)
+    assert lib_users.kernel_reboot_reasons(root=str(tmp_path), release=_SVC_RELEASE) == []
+    (tmp_path / "usr" / "lib" / "modules" / _SVC_RELEASE / "kernel").rmdir()
+    (tmp_path / "usr" / "lib" / "modules" / _SVC_RELEASE).rmdir()
+    (tmp_path / "usr" / "lib" / "modules" / "6.1.0-8-amd64").mkdir()
+    reasons = lib_users.kernel_reboot_reasons(root=str(tmp_path), release=_SVC_RELEASE)
+    assert reasons == ["the modules of the running kernel 6.1.0-9-amd64 are gone"]
+
+
+def test_svc_reboot_flag_file_with_packages(tmp_path):
+    _svc_boot(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "reboot-required").write_text("*** System restart required ***\n")
+    (tmp_path / "run" / "reboot-required.pkgs").write_text("libc6\nlinux-base\nlibc6\n")
+    reasons = lib_users.kernel_reboot_reasons(root=str(tmp_path), release=_SVC_RELEASE)
+    assert reasons == ["the distribution asks for one (/run/reboot-required) after "
+                       "upgrading libc6, linux-base"]
+
+
+def test_svc_reboot_flag_file_alone(tmp_path):
+    _svc_boot(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "reboot-required").write_text("")
+    reasons = lib_users.kernel_reboot_reasons(root=str(tmp_path), release=_SVC_RELEASE)
+    assert reasons == ["the distribution asks for one (/run/reboot-required)"]
+
+
+def test_svc_reboot_all_reasons(tmp_path):
+    _svc_boot(tmp_path, kernels=("6.1.0-10-amd64",), modules=("6.1.0-10-amd64",))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "reboot-required").write_text("")
+    reasons = lib_users.kernel_reboot_reasons(root=str(tmp_path), release=_SVC_RELEASE)
+    assert len(reasons) == 3
+
+
+_SVC_SHARED = "/usr/lib/x86_64-linux-gnu/systemd/libsystemd-shared-252.so"
+
+
+def test_svc_reboot_json_pid_1():
+    doc = _svc_json(proc="svc-reboot")
+    assert doc["reboot"]["needed"] is True
+    assert doc["reboot"]["files"] == [_SVC_SHARED]
+    assert len(doc["reboot"]["reasons"]) == 1 and _SVC_SHARED in doc["reboot"]["reasons"][0]
+    assert doc["restart"] == ["ssh.service"]
+
+
+@pytest.mark.parametrize("mode", [[], ["-S"], ["-m"]])
+def test_svc_reboot_text_says_it_once(mode):
+    result = _svc_run(*mode, proc="svc-reboot")
+    assert result.returncode == 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("lib_users: reboot needed: ")
+    assert _SVC_SHARED in lines[0]
+    assert "reboot" not in result.stdout.replace("or reboot", "")
+
+
+def test_svc_reboot_S_holds_back_init():
+    _units, restart, held = _svc_sections(_svc_run("-S", proc="svc-reboot").stdout)
+    assert shlex.split(restart)[2:] == ["ssh.service"]
+    assert "daemon-reexec" in held["init.scope"]
+
+
+def test_svc_no_reboot_message_without_reason():
+    result = _svc_run(proc="svc-units")
+    assert result.stderr == ""
+    assert _svc_run("--json", proc="svc-reboot").stderr == ""
+
+
+# ---- Nagios ----------------------------------------------------------------------------------
+
+_SVC_NAGIOS = re.compile(r"^LIB_USERS (OK|WARNING|CRITICAL|UNKNOWN) - ([^|]*) \| "
+                         r"processes=(\d+);(\d*);(\d*);0 services=(\d+);;;0$")
+
+
+@pytest.fixture(scope="module")
+def _svc_found_pids(_svc_units_json):
+    return sorted(p["pid"] for p in _svc_units_json["processes"])
+
+
+def test_svc_nagios_warning_line_by_line(_svc_units_json):
+    result = _svc_run("--nagios", proc="svc-units")
+    assert result.returncode == 1
+    assert result.stderr == ""
+    lines = result.stdout.split("\n")
+    assert lines[-1] == ""
+    count = len(_svc_units_json["processes"])
+    assert lines[0] == ("LIB_USERS WARNING - %d processes use deleted files, 5 to restart "
+                        "(%s) | processes=%d;0;;0 services=5;;;0"
+                        % (count, ", ".join(_SVC_SAFE), count))
+    groups = _svc_units_json["groups"]
+    assert len(lines) == 1 + len(groups) + 1
+    for line, group in zip(lines[1:], groups):
+        pids = ",".join(map(str, group["pids"]))
+        assert line.startswith('%s "' % pids) and line.endswith('"')
+
+
+@pytest.mark.parametrize("count, state, status", [
+    (0, "OK", 0), (5, "OK", 0), (6, "WARNING", 1), (10, "WARNING", 1),
+    (11, "CRITICAL", 2), (None, "CRITICAL", 2)])
+def test_svc_nagios_thresholds(_svc_found_pids, count, state, status):
+    pids = _svc_found_pids if count is None else _svc_found_pids[:count]
+    if count == 0:
+        pids = [2700]  # a process that uses no deleted file
+    result = _svc_run("--nagios", "-w", "5", "-c", "10", "-p", ",".join(map(str, pids)),
+                      proc="svc-units")
+    assert result.returncode == status
+    match = _SVC_NAGIOS.match(result.stdout.split("\n")[0])
+    assert match, result.stdout
+    assert match.group(1) == state
+    assert match.group(3, 4, 5) == (str(len(pids) if count != 0 else 0), "5", "10")
+
+
+def test_svc_nagios_ok_on_a_clean_tree():
+    result = _svc_run("--nagios", proc="svc-clean")
+    assert result.returncode == 0
+    assert result.stdout == ("LIB_USERS OK - no process uses deleted files | "
+                             "processes=0;0;;0 services=0;;;0\n")
+    assert result.stderr == ""
+
+
+def test_svc_nagios_unknown_when_incomplete():
+    result = _svc_run("--nagios", proc="svc-unreadable")
+    assert result.returncode == 3
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines == ["LIB_USERS UNKNOWN - 1 process uses deleted files, 1 to restart "
+                     "(cron.service); 1 process could not be read | "
+                     "processes=1;0;;0 services=1;;;0",
+                     '640 "/usr/sbin/cron -f"']
+
+
+def test_svc_nagios_incomplete_wins_over_critical():
+    result = _svc_run("--nagios", "-w", "0", "-c", "0", proc="svc-unreadable")
+    assert result.returncode == 3
+    assert result.stdout.startswith("LIB_USERS UNKNOWN - ")
+
+
+def test_svc_nagios_reboot_in_summary():
+    result = _svc_run("--nagios", proc="svc-reboot")
+    assert result.returncode == 1
+    summary = _SVC_NAGIOS.match(result.stdout.split("\n")[0]).group(2)
+    assert summary.endswith("; reboot needed")
+
+
+def test_svc_nagios_missing_proc_dir(tmp_path):
+    result = subprocess.run([sys.executable, LIB_USERS, "--nagios", "--proc",
+                             str(tmp_path / "nowhere")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    assert result.returncode == 3
+    assert result.stdout.startswith("LIB_USERS UNKNOWN - cannot read ")
+    assert result.stdout.count("\n") == 1
+    assert result.stderr == ""
+
+
+def test_svc_nagios_empty_proc_dir(tmp_path):
+    result = subprocess.run([sys.executable, LIB_USERS, "--nagios", "--proc", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, timeout=60)
+    assert result.returncode == 3
+    assert result.stdout.startswith("LIB_USERS UNKNOWN - no processes found in ")
+
+
+@pytest.mark.parametrize("args", [
+    ["--nagios", "--bogus"], ["--nagios", "-w", "five"], ["--nagios", "-c", "-1"],
+    ["--nagios", "--json"], ["--nagios", "-w"], ["--nagios", "extra"],
+    ["--nag", "--bogus"],  # an abbreviation that parse_args accepts for --nagios
+])
+def test_svc_nagios_usage_error_is_unknown(args):
+    result = _svc_run(*args, proc="svc-clean")
+    assert result.returncode == 3
+    assert result.stdout.startswith("LIB_USERS UNKNOWN - usage error: ")
+    assert result.stdout.count("\n") == 1
+
+
+def test_svc_nagios_long_output_has_no_pipe():
+    # Nagios reads everything after a '|' in the long output as performance data: an
+    # argv such as `sh -c 'a | b'` must not put one there.
+    result = _svc_run("--nagios", proc="svc-odd")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].count("|") == 1
+    assert len(lines) == 4
+    for line in lines[1:]:
+        assert "|" not in line, line
+
+
+# ---- Prometheus --------------------------------------------------------------------------------
+
+_SVC_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_SVC_LABEL_START = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="')
+_SVC_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: (-?\d+))?\Z")
+_SVC_FLOAT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z|[+-]?Inf\Z|NaN\Z")
+_SVC_UNESCAPE = {"\\": "\\", '"': '"', "n": "\n"}
+
+
+def _svc_prom_labels(text, line):
+    labels, i = {}, 0
+    while i < len(text):
+        match = _SVC_LABEL_START.match(text, i)
+        assert match, "bad label at %d: %r" % (i, line)
+        name, i, value = match.group(1), match.end(), []
+        while True:
+            assert i < len(text), "unterminated label value: %r" % line
+            char = text[i]
+            if char == "\\":
+                assert text[i + 1: i + 2] in _SVC_UNESCAPE, "bad escape: %r" % line
+                value.append(_SVC_UNESCAPE[text[i + 1]])
+                i += 2
+            elif char == '"':
+                i += 1
+                break
+            else:
+                value.append(char)
+                i += 1
+        assert name not in labels and not name.startswith("__"), line
+        labels[name] = "".join(value)
+        if i < len(text):
+            assert text[i] == ",", line
+            i += 1
+    return labels
+
+
+def _svc_parse_prometheus(text):
+    """Check the text exposition format; {name: {"help", "type", "samples"}} where
+    samples are [(labels dict with unescaped values, float value)]."""
+    assert text.endswith("\n")
+    families, order, current = {}, [], None
+    for line in text[:-1].split("\n"):
+        assert line, "empty line"
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            assert parts[0] == "#" and parts[1] in ("HELP", "TYPE") and len(parts) >= 3, line
+            name = parts[2]
+            assert _SVC_METRIC_NAME.match(name), line
+            family = families.setdefault(name, {"help": None, "type": None, "samples": []})
+            if name not in order:
+                order.append(name)
+            current = name
+            key = parts[1].lower()
+            assert family[key] is None, "second %s for %s" % (parts[1], name)
+            assert not family["samples"], "%s after the samples of %s" % (parts[1], name)
+            value = parts[3] if len(parts) > 3 else ""
+            if key == "type":
+                assert value in ("counter", "gauge", "histogram", "summary", "untyped"), line
+            else:
+                assert "\\" not in value.replace("\\\\", "").replace("\\n", ""), line
+            family[key] = value
+            continue
+        match = _SVC_SAMPLE.match(line)
+        assert match, "bad sample: %r" % line
+        name, labels, value = match.group(1), match.group(2), match.group(3)
+        assert name == current, "sample of %s outside its family: %r" % (name, line)
+        assert _SVC_FLOAT.match(value), line
+        families[name]["samples"].append((_svc_prom_labels(labels or "", line), float(value)))
+    for name, family in families.items():
+        assert family["help"] is not None and family["type"] is not None, name
+    return families
+
+
+def _svc_value(families, name, **labels):
+    values = [v for l, v in families[name]["samples"] if l == labels]
+    assert len(values) == 1, (name, labels, families[name]["samples"])
+    return values[0]
+
+
+def test_svc_prometheus_validator_rejects_bad_text():
+    for bad in ('m{a="x} 1\n', "m 1\n", "# TYPE m gauge\nm{a=\"\\x\"} 1\n",
+                "# HELP m h\n# TYPE m gauge\nm one\n", "# TYPE 1m gauge\n",
+                "# HELP m h\n# TYPE m gauge\n# HELP n h\n# TYPE n gauge\nn 1\nm 1\n"):
+        with pytest.raises(AssertionError):
+            _svc_parse_prometheus(bad)
+    good = _svc_parse_prometheus('# HELP m h\n# TYPE m gauge\nm{a="q\\"\\\\",b=""} +Inf\n')
+    assert good["m"]["samples"] == [({"a": 'q"\\', "b": ""}, float("inf"))]
+
+
+def test_svc_prometheus_units_tree(_svc_units_json):
+    before = time.time()
+    result = _svc_run("--prometheus", proc="svc-units")
+    assert result.returncode == 0 and result.stderr == ""
+    families = _svc_parse_prometheus(result.stdout)
+    assert all(name.startswith("lib_users_") for name in families)
+    assert all(f["type"] == "gauge" for f in families.values())
+    assert set(families) == {
+        "lib_users_processes", "lib_users_unit_processes", "lib_users_services_to_restart",
+        "lib_users_reboot_required", "lib_users_scan_complete",
+        "lib_users_unreadable_processes", "lib_users_scan_timestamp_seconds"}
+    count = len(_svc_units_json["processes"])
+    assert _svc_value(families, "lib_users_processes") == count
+    assert _svc_value(families, "lib_users_services_to_restart") == 5
+    assert _svc_value(families, "lib_users_reboot_required") == 0
+    assert _svc_value(families, "lib_users_scan_complete") == 1
+    assert _svc_value(families, "lib_users_unreadable_processes") == 0
+    stamp = _svc_value(families, "lib_users_scan_timestamp_seconds")
+    assert before - 1 <= stamp <= time.time() + 1
+    by_unit = families["lib_users_unit_processes"]["samples"]
+    assert all(set(labels) == {"unit", "container"} for labels, _v in by_unit)
+    assert sum(v for _l, v in by_unit) == count
+    unit = "lib_users_unit_processes"
+    assert _svc_value(families, unit, unit="ssh.service", container="") == 1
+    assert _svc_value(families, unit, unit="session-3.scope", container="") == 2
+    assert _svc_value(families, unit, unit="", container="") == 2
+    assert _svc_value(families, unit, unit="", container="unknown") == 1
+    assert _svc_value(families, unit, unit="docker-%s.scope" % _SVC_DOCKER,
+                      container="docker:4f3c2a1b9e8d") == 1
+    assert _svc_value(families, unit, unit="apache2.service", container="lxc:web1") == 1
+
+
+def test_svc_prometheus_incomplete_and_reboot():
+    families = _svc_parse_prometheus(_svc_run("--prometheus", proc="svc-unreadable").stdout)
+    assert _svc_value(families, "lib_users_scan_complete") == 0
+    assert _svc_value(families, "lib_users_unreadable_processes") == 1
+    families = _svc_parse_prometheus(_svc_run("--prometheus", proc="svc-reboot").stdout)
+    assert _svc_value(families, "lib_users_reboot_required") == 1
+
+
+def test_svc_prometheus_clean_tree():
+    families = _svc_parse_prometheus(_svc_run("--prometheus", proc="svc-clean").stdout)
+    assert _svc_value(families, "lib_users_processes") == 0
+    assert families["lib_users_unit_processes"]["samples"] == []
+
+
+def test_svc_prometheus_label_escaping():
+    result = _svc_run("--prometheus", proc="svc-odd")
+    assert 'unit="odd\\"name.service"' in result.stdout
+    families = _svc_parse_prometheus(result.stdout)
+    units = {labels["unit"] for labels, _v in families["lib_users_unit_processes"]["samples"]}
+    # Parsed back, a label is the unit's real name: systemd's \x2d stays one backslash.
+    assert units == {'odd"name.service', "openvpn-client@my\\x2dvpn.service",
+                     "relay.service"}
+
+
+def test_svc_prometheus_fixed_timestamp():
+    result = lib_users.scan(_svc_tree("svc-clean"), lib_users.ScanOptions(services=True))
+    text = lib_users.render_prometheus(lib_users.build_report(result), now=1700000000.5)
+    assert text.endswith("# TYPE lib_users_scan_timestamp_seconds gauge\n"
+                         "lib_users_scan_timestamp_seconds 1700000000.500\n")
+    _svc_parse_prometheus(text)
+
+
+@_SVC_LIVE
+def test_svc_prometheus_live_parses():
+    result = _svc_run("--prometheus")
+    assert result.returncode == 0
+    families = _svc_parse_prometheus(result.stdout)
+    assert _svc_value(families, "lib_users_processes") >= 0
+
+
+# ==== integration with real processes that map deleted libraries ========================
+# Integration tests with real processes: what only the kernel can show.
+#
+# Each test starts its own children (Python processes that map a private copy of a real
+# shared library, or a copy of a real executable), changes the file under them the way an
+# upgrade does, checks in /proc/PID/maps that the kernel really shows what the test is
+# about, and runs the lib_users command on the live /proc. Other processes on the machine
+# may be reported too; the assertions are about the children's PIDs and lines only.
+
+NOBODY = 65534
+
+# The child: sets up what argv[1] names, says "ready" on stdout, then waits until its
+# stdin is closed (or it is killed), so it never outlives the test run. Written without
+# single quotes and backslashes so that its argument list shows up in lib_users' text
+# output in a form _live_argv_text can predict.
+_LIVE_CHILD = """
+import ctypes, mmap, os, sys
+mode = sys.argv[1]
+keep = []
+if mode in ("lib", "longmaps"):
+    keep.append(ctypes.CDLL(sys.argv[2]))
+if mode == "longmaps":
+    # Mappings made after the library land below it, so before it in maps. Alternating
+    # protections keep the kernel from merging neighbours into one line.
+    for i in range(int(sys.argv[3])):
+        prot = mmap.PROT_READ if i % 2 else mmap.PROT_READ | mmap.PROT_WRITE
+        keep.append(mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE, prot=prot))
+if mode == "memfd":
+    fd = os.memfd_create("lib_users_live")
+    os.write(fd, bytes(mmap.PAGESIZE))
+    keep.append(mmap.mmap(fd, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_EXEC))
+if mode == "shm":
+    fd = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.ftruncate(fd, mmap.PAGESIZE)
+    keep.append(mmap.mmap(fd, mmap.PAGESIZE))
+    os.unlink(sys.argv[2])
+sys.stdout.write("ready" + chr(10))
+sys.stdout.flush()
+sys.stdin.read()
+"""
+
+_LIVE_STARTUP_LIMIT = 60  # seconds; only a guard against hanging forever, never asserted
+
+# Where libz may live when the dynamic linker cannot be asked.
+_LIVE_LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
+                  "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+                  "/lib64", "/usr/lib64", "/lib", "/usr/lib", "/usr/local/lib")
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def _live_find_libz():
+    """The path of the real libz shared library, or None.
+
+    Asked of the dynamic linker first: a Python that loads libz with ctypes shows the
+    file it mapped in its own /proc/self/maps. Standard library directories after that.
+    """
+    code = ("import ctypes, ctypes.util, sys\n"
+            "name = ctypes.util.find_library('z')\n"
+            "name and ctypes.CDLL(name)\n"
+            "sys.stdout.write(open('/proc/self/maps').read())\n")
+    try:
+        maps = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                              text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        maps = ""
+    for line in maps.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6 and os.path.basename(fields[5]).startswith("libz.so"):
+            if os.path.isfile(fields[5]):
+                return fields[5]
+    for directory in _LIVE_LIB_DIRS:
+        for name in ("libz.so.1", "libz.so"):
+            path = os.path.join(directory, name)
+            if os.path.isfile(path):
+                return os.path.realpath(path)
+    return None
+
+
+def _live_copy(src, dst, mode=0o644):
+    """A private copy of src at dst (the system file is only ever read)."""
+    shutil.copyfile(src, dst)
+    os.chmod(dst, mode)
+    return dst
+
+
+def _live_maps(pid):
+    """The whole /proc/PID/maps of a child, as bytes: what the kernel says."""
+    with open("/proc/%d/maps" % pid, "rb") as f:
+        return f.read()
+
+
+def _live_maps_line(pid, name):
+    """The first maps line of `pid` whose path field is exactly `name` (bytes, with the
+    kernel's \\012 for newline), or None."""
+    for line in _live_maps(pid).split(b"\n"):
+        fields = line.split(None, 5)
+        if len(fields) == 6 and fields[5] == name:
+            return line
+    return None
+
+
+def _live_maps_name(path, deleted):
+    """The path field the kernel prints in maps for `path`."""
+    name = os.fsencode(path).replace(b"\n", b"\\012")
+    return name + b" (deleted)" if deleted else name
+
+
+def _live_wait_ready(proc):
+    """Wait for the child's "ready" line; fail with its stderr if it died instead."""
+    ready, _, _ = select.select([proc.stdout], [], [], _LIVE_STARTUP_LIMIT)
+    line = proc.stdout.readline() if ready else b""
+    if line != b"ready\n":
+        proc.kill()
+        proc.wait()
+        pytest.fail("child %d did not get ready: %r" % (proc.pid, proc.stderr.read()))
+
+
+def _live_wait_exe(proc, path):
+    """Wait until the child has exec'd `path` and sleeps: its /proc/PID/exe points there
+    and the kernel has mapped the file (exe changes before the ELF loader maps it)."""
+    name = _live_maps_name(path, False)
+    deadline = time.monotonic() + _LIVE_STARTUP_LIMIT
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with open("/proc/%d/stat" % proc.pid, "rb") as f:
+                state = f.read().rpartition(b")")[2].split()[0]
+            if (state == b"S" and os.readlink("/proc/%d/exe" % proc.pid) == path
+                    and _live_maps_line(proc.pid, name) is not None):
+                return
+        except OSError:
+            pass
+        time.sleep(0.01)
+    pytest.fail("child %d did not start %s" % (proc.pid, path))
+
+
+def _live_child_argv(mode, *args, python=sys.executable):
+    return [python, "-c", _LIVE_CHILD, mode] + list(args)
+
+
+def _live_argv_text(argv):
+    """How the text output shows an argument list made of the plain arguments these
+    tests use: an argument with a space, newline or double quote is single-quoted, a
+    newline shown as \\n."""
+    out = []
+    for arg in argv:
+        assert "'" not in arg and "\\" not in arg, "not a plain argument: %r" % arg
+        assert all(c.isprintable() or c == "\n" for c in arg), "not plain: %r" % arg
+        if any(c in arg for c in ' \n"'):
+            out.append("'%s'" % arg.replace("\n", "\\n"))
+        else:
+            out.append(arg)
+    return " ".join(out)
+
+
+def _live_run(*args, python=sys.executable, script=LIB_USERS, **kwargs):
+    """Run the lib_users command; stdout and stderr are captured as bytes unless
+    `kwargs` says otherwise. Most tests look only at their children (-p): a full scan
+    of a busy machine takes long, and the full-scan tests show that it finds the same."""
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run([python, script] + list(args), timeout=120, **kwargs)
+
+
+def _live_text_lines(stdout):
+    return stdout.decode("utf-8", "replace").splitlines()
+
+
+def _live_line_for(stdout, pid):
+    """The text-output line (run with -v, so every PID is listed) whose PID list holds
+    `pid`, or None."""
+    for line in _live_text_lines(stdout):
+        head, sep, _rest = line.partition(' "')
+        if sep and all(p.isdigit() for p in head.split(",")):
+            if pid in [int(p) for p in head.split(",")]:
+                return line
+    return None
+
+
+def _live_reported_pids(stdout):
+    """Every PID listed at the head of a text-output line (run with -v)."""
+    pids = set()
+    for line in _live_text_lines(stdout):
+        head, sep, _rest = line.partition(' "')
+        if sep and all(p.isdigit() for p in head.split(",")):
+            pids.update(int(p) for p in head.split(","))
+    return pids
+
+
+def _live_json_group(stdout, pid):
+    """The --json group whose pids hold `pid`, or None."""
+    doc = json.loads(stdout.decode("ascii"))
+    for group in doc["groups"]:
+        if pid in group["pids"]:
+            return group
+    return None
+
+
+def _live_machine_line(stdout, pid):
+    """The -m line (PIDS;FILES;ARGV) whose PIDs hold `pid`, split in three, or None."""
+    for line in _live_text_lines(stdout):
+        fields = line.split(";", 2)
+        if len(fields) == 3 and str(pid) in fields[0].split(","):
+            return fields
+    return None
+
+
+def _live_stderr_lines(stderr):
+    """stderr lines, less "reboot needed" hints: those describe the machine the tests
+    run on (its kernel packages), not the processes under test."""
+    lines = stderr.decode("utf-8", "replace").splitlines()
+    return [line for line in lines if not line.startswith("lib_users: reboot needed: ")]
+
+
+def _live_json_process(stdout, pid):
+    """The --json "processes" entry of `pid`, or None."""
+    doc = json.loads(stdout.decode("ascii"))
+    for process in doc["processes"]:
+        if process["pid"] == pid:
+            return process
+    return None
+
+
+def _live_nobody_kwargs():
+    """Popen arguments that run a child as uid/gid 65534 with no supplementary groups."""
+    if sys.version_info >= (3, 9):
+        return {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+
+    def drop():
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+    return {"preexec_fn": drop}
+
+
+def _live_stale_child(spawn, tmp, libz, *extra):
+    """A child that maps a copy of libz which is then deleted: (Popen, copy path)."""
+    copy = _live_copy(libz, os.path.join(tmp, "libz.so.1"))
+    child = spawn(_live_child_argv("lib", copy, *extra))
+    os.unlink(copy)
+    assert _live_maps_line(child.pid, _live_maps_name(copy, True)) is not None
+    return child, copy
+
+
+# ---- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _live_libz():
+    """The path of the real libz; these tests only ever copy it."""
+    path = _live_find_libz()
+    if path is None:
+        pytest.skip("needs libz (the zlib shared library)")
+    return path
+
+
+@pytest.fixture
+def _live_tmp():
+    """A temporary directory readable by every user, removed afterwards."""
+    base = tempfile.gettempdir()
+    if lib_users.is_ignored(os.path.join(base, "lib_users_live_x", "libz.so.1")):
+        base = "/var/tmp"  # e.g. TMPDIR=/dev/shm: deleted files there are not reported
+    path = tempfile.mkdtemp(prefix="lib_users_live_", dir=base)
+    try:
+        os.chmod(path, 0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def _live_spawn():
+    """spawn(argv, ready=True, **popen_kwargs): start a child (waiting for its "ready"
+    line); every child is killed and reaped afterwards, by its PID."""
+    children = []
+
+    def spawn(argv, ready=True, **kwargs):
+        child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, **kwargs)
+        children.append(child)
+        if ready:
+            _live_wait_ready(child)
+        return child
+
+    try:
+        yield spawn
+    finally:
+        for child in children:
+            child.kill()  # a no-op for a child already reaped
+            child.wait()
+            for pipe in (child.stdin, child.stdout, child.stderr):
+                pipe.close()
+
+
+@pytest.fixture
+def _live_shm_path():
+    """A fresh name under /dev/shm, removed afterwards if it still exists."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("needs /dev/shm")
+    path = "/dev/shm/lib_users_live_%d_%d" % (os.getpid(), time.monotonic_ns())
+    try:
+        yield path
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def _live_nobody_python():
+    """A Python interpreter that uid 65534 may run (with ctypes and mmap)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: to run processes as uid 65534")
+    candidates = [sys.executable, "/usr/bin/python3", shutil.which("python3")]
+    for python in candidates:
+        if not python or not os.path.isfile(python):
+            continue
+        try:
+            probe = subprocess.run([python, "-c", "import ctypes, mmap; print(42)"],
+                                   capture_output=True, cwd="/", timeout=60,
+                                   **_live_nobody_kwargs())
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if probe.returncode == 0 and probe.stdout.strip() == b"42":
+            return python
+    pytest.skip("needs a Python interpreter that uid 65534 may run")
+
+
+# ---- a deleted or replaced library -----------------------------------------------------
+
+
+def test_live_deleted_library_is_reported(_live_libz, _live_tmp, _live_spawn):
+    child, copy = _live_stale_child(_live_spawn, _live_tmp, _live_libz)
+    argv = _live_child_argv("lib", copy)
+    pid = str(child.pid)
+    expected = '%d "%s"' % (child.pid, _live_argv_text(argv))
+
+    result = _live_run("-v")  # a full scan finds it among all processes
+    assert result.returncode == 0
+    assert _live_line_for(result.stdout, child.pid) == expected
+
+    result = _live_run("-v", "-p", pid)
+    assert result.returncode == 0
+    assert _live_line_for(result.stdout, child.pid) == expected
+
+    result = _live_run("-v", "-s", "-p", pid)
+    assert result.returncode == 0
+    assert _live_line_for(result.stdout, child.pid) == expected + " uses " + copy
+
+    result = _live_run("--json", "-p", pid)
+    assert result.returncode == 0
+    group = _live_json_group(result.stdout, child.pid)
+    assert group is not None
+    assert (group["argv"], group["pids"], group["files"]) == (argv, [child.pid], [copy])
+    process = _live_json_process(result.stdout, child.pid)
+    assert process is not None and process["argv"] == argv
+    assert [(f["path"], f["kind"], f["replaced"]) for f in process["files"]] == [
+        (copy, "library", False)]
+
+    result = _live_run("-m", "-p", pid)
+    assert result.returncode == 0
+    assert _live_machine_line(result.stdout, child.pid) == [
+        pid, copy, _live_argv_text(argv)]
+
+
+def test_live_library_replaced_by_rename_is_reported(_live_libz, _live_tmp, _live_spawn):
+    # What a package manager does: write the new file next to the old, rename it over.
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    child = _live_spawn(_live_child_argv("lib", copy))
+    new = _live_copy(_live_libz, copy + ".dpkg-new")
+    os.rename(new, copy)
+    assert _live_maps_line(child.pid, _live_maps_name(copy, True)) is not None
+
+    result = _live_run("-v", "-s", "-p", str(child.pid))
+    assert result.returncode == 0
+    line = _live_line_for(result.stdout, child.pid)
+    assert line is not None, "child %d not reported" % child.pid
+    assert line.endswith(" uses %s" % copy)
+
+    result = _live_run("--json", "-p", str(child.pid))
+    process = _live_json_process(result.stdout, child.pid)
+    assert process is not None
+    assert [(f["path"], f["replaced"]) for f in process["files"]] == [(copy, True)]
+
+
+def test_live_kept_library_is_not_reported(_live_libz, _live_tmp, _live_spawn):
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    child = _live_spawn(_live_child_argv("lib", copy))
+    assert _live_maps_line(child.pid, _live_maps_name(copy, False)) is not None
+
+    result = _live_run("-v")
+    assert result.returncode == 0
+    assert child.pid not in _live_reported_pids(result.stdout)
+    result = _live_run("--json", "-p", str(child.pid))
+    assert result.returncode == 0
+    assert _live_json_group(result.stdout, child.pid) is None
+    assert _live_json_process(result.stdout, child.pid) is None
+
+
+def test_live_deleted_library_after_long_maps_is_reported(_live_libz, _live_tmp,
+                                                          _live_spawn):
+    # Big processes (browsers, JVMs) have maps files of hundreds of KiB, and a deleted
+    # library can be listed anywhere in them.
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    child = _live_spawn(_live_child_argv("longmaps", copy, "3000"))
+    os.unlink(copy)
+    maps = _live_maps(child.pid)
+    assert maps.find(_live_maps_name(copy, True)) > 65536  # far past the first read()
+
+    result = _live_run("-v", "-s", "-p", str(child.pid))
+    assert result.returncode == 0
+    line = _live_line_for(result.stdout, child.pid)
+    assert line is not None, "child %d not reported" % child.pid
+    assert line.endswith(" uses %s" % copy)
+
+
+def test_live_deleted_library_with_newline_in_name_is_reported(_live_libz, _live_tmp,
+                                                              _live_spawn):
+    # The kernel writes the newline as \012 in maps; lib_users shows it as \n.
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "lib\nz.so.1"))
+    child = _live_spawn(_live_child_argv("lib", copy))
+    os.unlink(copy)
+    assert _live_maps_line(child.pid, _live_maps_name(copy, True)) is not None
+
+    result = _live_run("--json", "-p", str(child.pid))
+    assert result.returncode == 0
+    group = _live_json_group(result.stdout, child.pid)
+    assert group is not None and group["files"] == [copy]
+
+    result = _live_run("-v", "-s", "-p", str(child.pid))
+    line = _live_line_for(result.stdout, child.pid)
+    assert line is not None and line.endswith(" uses %s" % copy.replace("\n", "\\n"))
+
+
+@pytest.mark.parametrize("name", ["libz.so.1 (deleted)", "lib\nz.so.1 (deleted)"],
+                         ids=["plain", "newline"])
+def test_live_file_really_named_deleted_is_not_reported(_live_libz, _live_tmp,
+                                                       _live_spawn, name):
+    # In maps, a kept file named "X (deleted)" looks exactly like a deleted file X.
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, name))
+    child = _live_spawn(_live_child_argv("lib", copy))
+    assert _live_maps_line(child.pid, _live_maps_name(copy, False)) is not None
+    assert os.path.exists(copy)
+
+    result = _live_run("-v", "-p", str(child.pid))
+    assert result.returncode == 0
+    assert child.pid not in _live_reported_pids(result.stdout)
+
+
+# ---- mappings that look deleted but are no upgrade -------------------------------------
+
+
+def test_live_executable_memfd_is_not_reported(_live_spawn):
+    child = _live_spawn(_live_child_argv("memfd"))
+    line = _live_maps_line(child.pid, b"/memfd:lib_users_live (deleted)")
+    assert line is not None and line.split()[1].startswith(b"r-x")
+
+    result = _live_run("-v", "-p", str(child.pid))
+    assert result.returncode == 0
+    assert child.pid not in _live_reported_pids(result.stdout)
+
+
+def test_live_deleted_dev_shm_mapping_is_not_reported(_live_spawn, _live_shm_path):
+    child = _live_spawn(_live_child_argv("shm", _live_shm_path))
+    assert not os.path.exists(_live_shm_path)
+    assert _live_maps_line(child.pid, _live_maps_name(_live_shm_path, True)) is not None
+
+    result = _live_run("-v", "-p", str(child.pid))
+    assert result.returncode == 0
+    assert child.pid not in _live_reported_pids(result.stdout)
+
+
+# ---- what the report shows -------------------------------------------------------------
+
+
+def test_live_argv_is_quoted_and_escaped(_live_libz, _live_tmp, _live_spawn):
+    child, copy = _live_stale_child(_live_spawn, _live_tmp, _live_libz, "x y", "\x1b[31m")
+
+    result = _live_run("-v", "-p", str(child.pid))
+    assert result.returncode == 0
+    assert b"\x1b" not in result.stdout
+    line = _live_line_for(result.stdout, child.pid)
+    assert line is not None, "child %d not reported" % child.pid
+    assert line.endswith(""" 'x y' \\x1b[31m\"""")
+
+    result = _live_run("--json", "-p", str(child.pid))
+    assert b"\x1b" not in result.stdout
+    group = _live_json_group(result.stdout, child.pid)
+    assert group is not None and group["argv"][-2:] == ["x y", "\x1b[31m"]
+
+
+def test_live_deleted_executable_is_reported(_live_tmp, _live_spawn):
+    sleep = shutil.which("sleep")
+    if sleep is None:
+        pytest.skip("needs the sleep command")
+    copy = _live_copy(os.path.realpath(sleep), os.path.join(_live_tmp, "sleep"), 0o755)
+    child = _live_spawn([copy, "300"], ready=False)
+    _live_wait_exe(child, copy)
+    os.unlink(copy)
+    assert _live_maps_line(child.pid, _live_maps_name(copy, True)) is not None
+
+    result = _live_run("-v", "-p", str(child.pid))
+    assert result.returncode == 0
+    assert _live_line_for(result.stdout, child.pid) == '%d "%s 300"' % (child.pid, copy)
+
+    result = _live_run("--json", "-p", str(child.pid))
+    assert result.returncode == 0
+    group = _live_json_group(result.stdout, child.pid)
+    assert group is not None and copy in group["files"]
+    process = _live_json_process(result.stdout, child.pid)
+    assert process is not None
+    assert (copy, "executable") in [(f["path"], f["kind"]) for f in process["files"]]
+
+
+# ---- permissions -----------------------------------------------------------------------
+
+
+def test_live_unprivileged_scan_warns_and_reports_own_process(
+        _live_libz, _live_tmp, _live_spawn, _live_nobody_python):
+    # lib_users.py may sit where uid 65534 cannot reach it: run a copy from _live_tmp.
+    script = _live_copy(LIB_USERS, os.path.join(_live_tmp, "lib_users.py"))
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    argv = _live_child_argv("lib", copy, python=_live_nobody_python)
+    child = _live_spawn(argv, cwd=_live_tmp, **_live_nobody_kwargs())
+    with open("/proc/%d/status" % child.pid) as f:
+        assert "Uid:\t%d\t" % NOBODY in f.read()
+    os.unlink(copy)
+    assert _live_maps_line(child.pid, _live_maps_name(copy, True)) is not None
+
+    # A full scan: root's processes (this test's own, at least) cannot be read.
+    result = _live_run("-v", "-s", python=_live_nobody_python, script=script,
+                       cwd=_live_tmp, **_live_nobody_kwargs())
+    assert result.returncode == 0
+    stderr = _live_stderr_lines(result.stderr)
+    assert len(stderr) == 1, stderr
+    assert stderr[0].startswith("lib_users: ") and "could not be read" in stderr[0]
+    assert "root" in stderr[0]
+    assert _live_line_for(result.stdout, child.pid) == '%d "%s" uses %s' % (
+        child.pid, _live_argv_text(argv), copy)
+
+
+# ---- output that cannot be written -----------------------------------------------------
+
+
+@pytest.fixture
+def _live_stale_children(_live_libz, _live_tmp, _live_spawn):
+    """Three children that map a deleted copy of libz: ["-p", "PID,PID,PID"] for a
+    scan of them, which prints a line."""
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    children = [_live_spawn(_live_child_argv("lib", copy)) for _ in range(3)]
+    os.unlink(copy)
+    pids = ",".join(str(pid) for pid in sorted(child.pid for child in children))
+    result = _live_run("-v", "-p", pids)
+    line = _live_line_for(result.stdout, children[0].pid)
+    assert line is not None and line.startswith(pids + ' "')
+    return ["-p", pids]
+
+
+def test_live_closed_pipe_is_quiet(_live_stale_children):
+    # `lib_users -v | head -0`: the reader is gone before anything is written.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = _live_run("-v", *_live_stale_children, stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0
+    assert _live_stderr_lines(result.stderr) == []
+
+
+def test_live_full_disk_is_one_line_error(_live_stale_children):
+    with open("/dev/full", "wb") as full:
+        result = _live_run("-v", *_live_stale_children, stdout=full)
+    assert result.returncode != 0
+    assert b"Traceback" not in result.stderr
+    stderr = _live_stderr_lines(result.stderr)
+    assert len(stderr) == 1, stderr
+    assert stderr[0].startswith("lib_users: ")
+    assert os.strerror(errno.ENOSPC) in stderr[0]
+
+
+def test_live_closed_stdout_is_not_a_traceback(_live_stale_children):
+    # `lib_users -v >&-`: Python starts with no sys.stdout at all.
+    def close_stdout():
+        os.close(1)
+
+    result = _live_run("-v", *_live_stale_children, stdout=None, preexec_fn=close_stdout)
+    assert b"Traceback" not in result.stderr
+    assert result.returncode in (0, 1)
+    for line in result.stderr.decode("utf-8", "replace").splitlines():
+        assert line.startswith("lib_users: ")

@@ -758,16 +758,21 @@ def _deleted_lines(data):
         pos = data.find(b"(deleted)", end)
 
 
-def deleted_mappings(data, table=FALSE_POSITIVES):
+def deleted_mappings(data, table=FALSE_POSITIVES, verdicts=None):
     """The file-backed mappings in maps bytes that the kernel marks deleted, less false
-    positives: {path: Mapping}, one entry per path."""
+    positives: {path: Mapping}, one entry per path. `verdicts` may carry is_ignored()'s
+    answers from one process to the next (the same libraries recur in every one)."""
     found = {}
+    verdicts = {} if verdicts is None else verdicts
     for line in _deleted_lines(data):
         mapping = split_maps_line(line)
-        if (mapping is None or not mapping.deleted or mapping.path in found
-                or not mapping.path.startswith("/") or is_ignored(mapping.path, table)):
+        if mapping is None or not mapping.deleted or mapping.path in found:
             continue
-        found[mapping.path] = mapping
+        path = mapping.path
+        if path not in verdicts:
+            verdicts[path] = not path.startswith("/") or is_ignored(path, table) is not None
+        if not verdicts[path]:
+            found[path] = mapping
     return found
 
 
@@ -807,13 +812,13 @@ class FileUse(_Record):
     __slots__ = ("path", "kind", "size", "key", "replaced")
 
 
-def deleted_mapped_files(dir_fd, data, table=FALSE_POSITIVES, sizes=False):
+def deleted_mapped_files(dir_fd, data, table=FALSE_POSITIVES, sizes=False, verdicts=None):
     """{path: FileUse} for the deleted files in the maps bytes of the process open as
     `dir_fd`; sizes (which need CAP_SYS_ADMIN for map_files/) only when asked."""
     if b"(deleted)" not in data:  # the common case: nothing more to read
         return {}
     found = {}
-    for path, mapping in deleted_mappings(data, table).items():
+    for path, mapping in deleted_mappings(data, table, verdicts).items():
         if _still_linked(dir_fd, mapping):
             continue
         size = None
@@ -902,14 +907,13 @@ INTERPRETERS = (
 )
 
 
+_INTERPRETER_BY_NAME = {entry[0]: entry for entry in INTERPRETERS}
+
+
 def _interpreter(exe_name):
-    """The INTERPRETERS entry for an executable's base name (python3.11, perl5.36)."""
-    for entry in INTERPRETERS:
-        prefix = entry[0]
-        if exe_name == prefix or (exe_name.startswith(prefix)
-                                  and exe_name[len(prefix):].replace(".", "").isdigit()):
-            return entry
-    return None
+    """The INTERPRETERS entry for an executable's base name (python3.11, perl5.36).
+    Asked for every process, so one dictionary lookup."""
+    return _INTERPRETER_BY_NAME.get(exe_name.rstrip("0123456789."))
 
 
 def script_of(argv, exe_name):
@@ -958,9 +962,13 @@ def _first_mapped_path(data):
     return fields[5] if len(fields) == 6 else b""
 
 
-def stale_script(dir_fd, argv, exe_name, start_time):
+def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
     """FileUse of kind "script" if the script an interpreter runs was deleted or
-    changed after the process started; None otherwise. Reads metadata only."""
+    changed after the process started; None otherwise. Reads metadata only.
+
+    `start_time` is the process's start time or a function that reads it: it is only
+    needed for a script changed since `boot` (the boot time), which few are.
+    """
     script = script_of(argv, exe_name)
     if not script or script.startswith(("/dev/", "/proc/")):
         return None  # a script passed as a descriptor (bash <(...)): no file to check
@@ -974,10 +982,15 @@ def stale_script(dir_fd, argv, exe_name, start_time):
         return FileUse(script, "script", None, None, False)
     except OSError:
         return None
+    changed = max(st.st_mtime, st.st_ctime)
+    if boot is not None and changed <= boot:
+        return None  # unchanged since boot, so since the process started
+    if callable(start_time):
+        start_time = start_time()
     # A second's grace: btime is truncated to whole seconds, so a start time may read
     # up to a second early; a script written just before its interpreter started is
     # not a changed one.
-    if start_time is None or max(st.st_mtime, st.st_ctime) <= start_time + 1:
+    if start_time is None or changed <= start_time + 1:
         return None
     return FileUse(script, "script", st.st_size,
                    (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino), True)
@@ -1018,6 +1031,7 @@ class _Context:
     def __init__(self, proc, how):
         self.clock = _Clock(proc) if how.details or how.scripts else None
         self.users = {}
+        self.verdicts = {}  # path: whether the false-positive table ignores it
         self.own_ns = own_namespaces(proc) if how.services else None
 
 
@@ -1037,7 +1051,7 @@ def scan_process(dir_fd, pid, how, ctx):
         found = deleted_open_files(dir_fd, how.table)
     else:
         data = _read_at(dir_fd, "maps")
-        found = deleted_mapped_files(dir_fd, data, how.table, how.details)
+        found = deleted_mapped_files(dir_fd, data, how.table, how.details, ctx.verdicts)
         if how.scripts:
             exe_path = _first_mapped_path(data)
             if exe_path.endswith(_DELETED):  # the interpreter itself was replaced
@@ -1058,9 +1072,9 @@ def scan_process(dir_fd, pid, how, ctx):
         argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
         exe = _link_or_none(dir_fd, "exe") if found else None
         comm = None
-    if script_exe is not None and script_of(argv, script_exe):
-        start = info.start_time if info else _start_time(dir_fd, ctx.clock)
-        script = stale_script(dir_fd, argv, script_exe, start)
+    if script_exe is not None:
+        start = info.start_time if info else lambda: _start_time(dir_fd, ctx.clock)
+        script = stale_script(dir_fd, argv, script_exe, start, ctx.clock.btime)
         if script is not None:
             found[script.path] = script
     if not found:

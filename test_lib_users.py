@@ -3168,3 +3168,33 @@ def test_live_closed_stdout_is_not_a_traceback(_live_stale_children):
     assert result.returncode in (0, 1)
     for line in result.stderr.decode("utf-8", "replace").splitlines():
         assert line.startswith("lib_users: ")
+
+
+# ==== the benchmark =====================================================================
+
+
+def test_benchmark_runs_on_a_tiny_population():
+    """bench/bench.py sets up its population, times every mode, finds the processes that
+    map its deleted library, and leaves none of its processes behind."""
+    before = set(os.listdir("/proc"))
+    run = subprocess.run(
+        [sys.executable, os.path.join(HERE, "bench", "bench.py"), "-n", "20", "-r", "2",
+         "--no-tools", "--memory-runs", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=240)
+    out = run.stdout.decode()
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    for row in ("floor", "lib_users", "lib_users --json", "lib_users -s"):
+        assert any(line.startswith(row + " ") for line in out.splitlines()), out
+    assert "deleted-library daemons: 2/2 PIDs listed" in out, out
+    assert "peak memory: lib_users" in out, out
+    ours = [pid for pid in set(os.listdir("/proc")) - before if pid.isdigit()
+            and b"bench_daemon.py" in _bench_cmdline(pid)]
+    assert ours == [], "benchmark processes left behind: %s" % ours
+
+
+def _bench_cmdline(pid):
+    try:
+        with open("/proc/%s/cmdline" % pid, "rb") as cmdline:
+            return cmdline.read()
+    except OSError:
+        return b""

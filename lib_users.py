@@ -9,7 +9,9 @@ lsof-style API over /proc.
 # Imports are kept to what a plain scan needs: every module costs interpreter start-up
 # time, and lib_users runs after every upgrade on every machine. Modules that only some
 # options need are imported where they are used.
+import errno
 import os
+import stat
 import sys
 import time
 
@@ -20,7 +22,8 @@ PROC = "/proc"
 # ---- procfs access ---------------------------------------------------------------------
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_O_FILE = os.O_RDONLY | os.O_CLOEXEC
+# O_NONBLOCK: opening a named pipe in a --proc tree must not wait for a writer.
+_O_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 _CHUNK = 65536
 _DELETED = b" (deleted)"
 _DELETED_PREFIX = b"(deleted)/"  # how old OpenVZ kernels marked a deleted name
@@ -65,24 +68,36 @@ class Mapping(_Record):
     __slots__ = ("start", "end", "perms", "offset", "dev", "inode", "path", "deleted")
 
 
+# Files the kernel produces in one go: a read shorter than asked for is their end. Others
+# (maps, mountinfo, the net/ tables) come about a page per read, so read until empty.
+_ONE_READ = frozenset(("cmdline", "stat", "status", "comm", "cgroup"))
+
+
+def _read_fd(fd, one_read=False):
+    data = os.read(fd, _CHUNK)
+    if not data or (one_read and len(data) < _CHUNK):
+        return data
+    # A long file: make sure it ends. procfs files are regular files; a --proc tree
+    # might offer /dev/zero or a pipe instead.
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    parts = [data]
+    while data:
+        data = os.read(fd, _CHUNK)
+        parts.append(data)
+    return b"".join(parts)
+
+
 def _read_at(dir_fd, name):
     """Read a whole file relative to an open directory, as bytes.
 
     Reading /proc/PID files through a descriptor of the /proc/PID directory ties every
     read to one process: once it exits, the directory goes stale (ENOENT/ESRCH) even if
-    its PID is reused by a new process, so two processes' data are never mixed. A read
-    of maps returns about a page at a time, so read until the end.
+    its PID is reused by a new process, so two processes' data are never mixed.
     """
     fd = os.open(name, _O_FILE, dir_fd=dir_fd)
     try:
-        data = os.read(fd, _CHUNK)
-        if not data:
-            return data
-        parts = [data]
-        while data:
-            data = os.read(fd, _CHUNK)
-            parts.append(data)
-        return b"".join(parts)
+        return _read_fd(fd, name in _ONE_READ)
     finally:
         os.close(fd)
 
@@ -191,10 +206,9 @@ def _link_or_none(dir_fd, name):
 
 def boot_time(proc=PROC):
     """Seconds since the epoch at which the machine booted (`btime` in /proc/stat)."""
-    with open("%s/stat" % proc, "rb") as stat:
-        for line in stat:
-            if line.startswith(b"btime "):
-                return int(line.split()[1])
+    for line in _read_at(None, "%s/stat" % proc).split(b"\n"):
+        if line.startswith(b"btime "):
+            return int(line[len(b"btime "):])  # ValueError if no number follows
     raise ValueError("no btime in %s/stat" % proc)
 
 
@@ -221,7 +235,10 @@ class _Clock:
             self.btime = None
 
     def epoch(self, starttime):
-        return None if self.btime is None else self.btime + starttime / self.ticks
+        try:
+            return None if self.btime is None else self.btime + starttime / self.ticks
+        except OverflowError:  # numbers no float holds, in a damaged --proc tree
+            return None
 
 
 def _user_name(uid, cache):
@@ -465,12 +482,10 @@ def _pipe_peers(ref, st, proc):
 
 
 def _file_type(mode, target):
-    import stat as st
-
     if target.startswith("anon_inode:"):
         return "a_inode"
-    for test, name in ((st.S_ISREG, "REG"), (st.S_ISDIR, "DIR"), (st.S_ISCHR, "CHR"),
-                       (st.S_ISBLK, "BLK"), (st.S_ISFIFO, "FIFO"), (st.S_ISSOCK, "sock")):
+    for test, name in ((stat.S_ISREG, "REG"), (stat.S_ISDIR, "DIR"), (stat.S_ISCHR, "CHR"),
+                       (stat.S_ISBLK, "BLK"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "sock")):
         if test(mode):
             return name
     return "unknown"
@@ -602,7 +617,8 @@ def placement_of(cgroup, users=None):
     """Placement from a cgroup path alone (the container from names only)."""
     unit = user_unit = uid = session = None
     for part in (p for p in (cgroup or "").split("/") if p):
-        if part.startswith("user-") and part.endswith(".slice") and part[5:-6].isdigit():
+        if (part.startswith("user-") and part.endswith(".slice") and part[5:-6].isascii()
+                and part[5:-6].isdigit()):
             uid = int(part[5:-6])
         if not part.endswith((".service", ".scope")):
             continue
@@ -835,8 +851,6 @@ def deleted_mapped_files(dir_fd, data, table=FALSE_POSITIVES, sizes=False, verdi
 def deleted_open_files(dir_fd, table=FALSE_POSITIVES, sizes=True):
     """{path: FileUse} for the deleted regular files the process holds open through
     descriptors (memfd, sockets and anon inodes never count)."""
-    import stat
-
     found = {}
     try:
         fd_dir = os.open("fd", _O_DIR, dir_fd=dir_fd)
@@ -879,7 +893,7 @@ def is_replaced(dir_fd, path):
         return True
     except FileNotFoundError:
         pass
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL, in a --proc tree only
         return None
     try:  # is the root itself there to look in? (not in a fixture tree, for one)
         os.stat("root", dir_fd=dir_fd)
@@ -1043,21 +1057,32 @@ def _start_time(dir_fd, clock):
         return None
 
 
-def scan_process(dir_fd, pid, how, ctx):
+def _interpreter_in(data):
+    """The base name of the executable in maps bytes if it is a script interpreter."""
+    exe_path = _first_mapped_path(data)
+    if exe_path.endswith(_DELETED):  # the interpreter itself was replaced
+        exe_path = exe_path[: -len(_DELETED)]
+    name = os.fsdecode(exe_path.rsplit(b"/", 1)[-1])
+    return name if _interpreter(name) else None
+
+
+def _worth_a_look(data, how):
+    """Whether maps bytes can lead to a finding: the quick test every process gets."""
+    return b"(deleted)" in data or (how.scripts and _interpreter_in(data) is not None)
+
+
+def scan_process(dir_fd, pid, how, ctx, maps=None):
     """The Finding for the process whose /proc/PID directory is open as `dir_fd`, or
-    None if it uses no deleted file. OSError if it cannot be read or is gone."""
+    None if it uses no deleted file. `maps` is its maps if already read. OSError if it
+    cannot be read or is gone."""
     script_exe = None
     if how.fds:
         found = deleted_open_files(dir_fd, how.table)
     else:
-        data = _read_at(dir_fd, "maps")
+        data = _read_at(dir_fd, "maps") if maps is None else maps
         found = deleted_mapped_files(dir_fd, data, how.table, how.details, ctx.verdicts)
         if how.scripts:
-            exe_path = _first_mapped_path(data)
-            if exe_path.endswith(_DELETED):  # the interpreter itself was replaced
-                exe_path = exe_path[: -len(_DELETED)]
-            name = os.fsdecode(exe_path.rsplit(b"/", 1)[-1])
-            script_exe = name if _interpreter(name) else None
+            script_exe = _interpreter_in(data)
     if not found and script_exe is None:
         return None  # the common case: nothing more to read
     info = None
@@ -1093,6 +1118,41 @@ def scan_process(dir_fd, pid, how, ctx):
     return Finding(pid, argv, found, info, placement)
 
 
+def _maps_first(proc, pid, how, ctx):
+    """scan_process for one PID, reading its maps by path first: most processes need
+    nothing else, so only those that do pay for opening their /proc/PID directory.
+
+    The maps descriptor stays open meanwhile. A process's maps read empty once it has
+    exited, and its PID cannot be reused before that, so if they still read non-empty
+    after the directory was opened, both belong to the same process.
+    """
+    try:
+        fd = os.open("%s/%d/maps" % (proc, pid), _O_FILE)
+    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+        raise NoSuchProcess(pid) from None
+    try:
+        data = _read_fd(fd)
+        if not _worth_a_look(data, how):
+            return None
+        dir_fd = _open_pid_dir(pid, proc)
+        try:
+            if not os.pread(fd, 1, 0):
+                raise NoSuchProcess(pid)  # exited, and the PID may be someone else's
+            return scan_process(dir_fd, pid, how, ctx, data)
+        finally:
+            os.close(dir_fd)
+    finally:
+        os.close(fd)
+
+
+def _dir_first(proc, pid, how, ctx):
+    dir_fd = _open_pid_dir(pid, proc)
+    try:
+        return scan_process(dir_fd, pid, how, ctx)
+    finally:
+        os.close(dir_fd)
+
+
 def scan(proc=PROC, how=None, pids=None):
     """Scan every process (or those in `pids`) for deleted files in use.
 
@@ -1102,27 +1162,24 @@ def scan(proc=PROC, how=None, pids=None):
     how = how or ScanOptions()
     ctx = _Context(proc, how)
     me = own_pid(proc)
+    one = _dir_first if how.fds else _maps_first
     findings, scanned, unreadable = [], 0, 0
-    for pid in list_pids(proc) if pids is None else pids:
+    listed = list_pids(proc) if pids is None else pids
+    if pids is None and me not in (None, 1) and 1 not in listed:
+        # hidepid=invisible: other users' processes are not even listed. PID 1 always
+        # exists, so its absence says so; how many are hidden cannot be known.
+        unreadable += 1
+    for pid in listed:
         if pid == me:
             continue
         try:
-            dir_fd = _open_pid_dir(pid, proc)
-        except NoSuchProcess:
-            continue
-        except AccessDenied:
-            unreadable += 1
-            continue
-        try:
-            finding = scan_process(dir_fd, pid, how, ctx)
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # exited during the scan
+            finding = one(proc, pid, how, ctx)
+        except (NoSuchProcess, FileNotFoundError, ProcessLookupError):
+            continue  # gone, or exited during the scan
         except (OSError, ValueError, IndexError):
             # EACCES/EPERM, or something odd in its files: not seen, so counted.
             unreadable += 1
             continue
-        finally:
-            os.close(dir_fd)
         scanned += 1
         if finding is not None:
             findings.append(finding)
@@ -1291,7 +1348,7 @@ def kernel_reboot_reasons(root="/", release=None):
             with open(join("run", "reboot-required.pkgs"), "rb") as pkgs:
                 names = sorted(set(os.fsdecode(pkgs.read()).split()))
             if names:
-                reason += " after upgrading " + ", ".join(names)
+                reason += " after upgrading " + ", ".join(escape(n) for n in names)
         except OSError:
             pass
         reasons.append(reason)
@@ -1303,7 +1360,7 @@ def kernel_reboot_reasons(root="/", release=None):
         except OSError:
             pass
     if installed and release not in installed:
-        reasons.append("the modules of the running kernel %s are gone" % release)
+        reasons.append("the modules of the running kernel %s are gone" % escape(release))
     try:
         installed.update(n[len("vmlinuz-"):] for n in os.listdir(join("boot"))
                          if n.startswith("vmlinuz-"))
@@ -1311,7 +1368,8 @@ def kernel_reboot_reasons(root="/", release=None):
         pass
     newest = max(installed, key=_version_key, default=None)
     if newest is not None and _version_key(newest) > _version_key(release):
-        reasons.append("kernel %s is installed but %s is running" % (newest, release))
+        reasons.append("kernel %s is installed but %s is running" % (escape(newest),
+                                                                     escape(release)))
     return reasons
 
 
@@ -1834,18 +1892,31 @@ def parse_pids(values):
     pids = set()
     for value in values:
         for item in value.split(","):
-            if not item.strip().isdigit():
+            pid = _whole_number(item.strip())
+            if pid is None:
                 raise UsageError("not a PID: %s" % escape(item))
-            pids.add(int(item))
+            pids.add(pid)
     return sorted(pids)
 
 
 def _threshold(value, name):
     if value is None:
         return None
-    if not value.isdigit():
+    number = _whole_number(value)
+    if number is None:
         raise UsageError("%s takes a whole number, not %s" % (name, escape(value)))
-    return int(value)
+    return number
+
+
+def _whole_number(text):
+    """The int of a string of ASCII digits, else None: str.isdigit() also accepts "²",
+    which int() refuses, and int() refuses more than 4300 digits."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def fatal(options, message):
@@ -1916,7 +1987,11 @@ def main(argv=None):
     except UsageError as err:
         if any(a.startswith("--n") and "--nagios".startswith(a.partition("=")[0])
                for a in args):  # a monitor reads stdout and the exit status
-            write_output("LIB_USERS UNKNOWN - usage error: %s\n" % err)
+            try:
+                write_output("LIB_USERS UNKNOWN - usage error: %s\n" % err)
+            except OSError as out_err:
+                warn("cannot write output: %s" % (out_err.strerror or out_err))
+                return 1
             return 3
         warn("%s (see lib_users --help)" % err)
         return 2

@@ -1,6 +1,7 @@
 """Tests for lib_users, in the order of the module's sections: the /proc parsers and the
 command line on fixture trees (testdata/), the lsof-style API, services and monitoring
-formats, and integration with real processes that map deleted libraries.
+formats, integration with real processes that map deleted libraries, robustness (churn,
+hostile trees, restricted /proc, unwritable output) and the benchmark.
 
 Run with: python3 -m pytest
 """
@@ -11,7 +12,9 @@ import glob
 import json
 import os
 import pwd
+import random
 import re
+import resource
 import select
 import shlex
 import shutil
@@ -3168,6 +3171,1490 @@ def test_live_closed_stdout_is_not_a_traceback(_live_stale_children):
     assert result.returncode in (0, 1)
     for line in result.stderr.decode("utf-8", "replace").splitlines():
         assert line.startswith("lib_users: ")
+
+
+# ==== robustness: churn, vanishing processes, hostile trees, restricted /proc ===========
+# Robustness: churn, hostile input, unreadable /proc, and nothing lost.
+#
+# - Churn: lib_users runs again and again on the live /proc while a helper forks and
+#   reaps short-lived processes as fast as it can; long-lived processes that map a
+#   deleted private copy of libz are reported by every run.
+# - Vanishing mid-read: a process that exits (or whose PID is handed out again) between
+#   listing /proc and reading its files is skipped, never mixed with another one.
+# - Hostile input: thousands of small random --proc trees (a seeded random.Random, so
+#   every run tries the same ones) in every output mode: no exception, an exit status
+#   from the documented set, terminal-safe text, JSON that parses; a subset through the
+#   real command line with a bound on time and memory.
+# - Terminal safety: every byte, ANSI/OSC sequences, bidi overrides and invisible format
+#   characters come out escaped.
+# - Restricted /proc: as uid 65534, under hidepid mounts, and with a /proc that is not
+#   procfs.
+# - Output that cannot be written: /dev/full, and a reader that goes away.
+#
+# Numbers (trees tried, runs under churn, processes churned) are printed; run pytest -s
+# to see them.
+
+NOBODY = 65534
+
+_RB_ENV = dict(os.environ, LC_ALL="C.UTF-8")
+_RB_ENV.pop("PYTHONIOENCODING", None)
+_RB_ENV.pop("PYTHONWARNINGS", None)
+
+# Output formats and what they print: (arguments, kind of output).
+_RB_MODES = (
+    ((), "text"),
+    (("-s",), "text"),
+    (("-m",), "text"),
+    (("--json",), "json"),
+    (("-S",), "text"),
+    (("--fds",), "text"),
+    (("--nagios",), "nagios"),
+    (("--prometheus",), "text"),
+)
+
+# Characters a terminal must never receive raw: C0 and C1 controls, DEL, bidi
+# embeddings, overrides and isolates, zero-width and other invisible format characters,
+# line and paragraph separators, the byte order mark.
+_RB_FORBIDDEN = frozenset(
+    [chr(c) for c in range(0x20) if c != 0x0A] + ["\x7f"]
+    + [chr(c) for c in range(0x80, 0xA0)]
+    + [chr(c) for c in range(0x200B, 0x2010)] + ["\u2028", "\u2029"]
+    + [chr(c) for c in range(0x202A, 0x202F)]
+    + [chr(c) for c in range(0x2066, 0x206A)] + ["\ufeff"])
+
+_RB_MAX_RSS_KIB = 200 * 1024  # generous: a scan of a small tree needs about 20 MiB
+_RB_ADDRESS_LIMIT = 1 << 30  # a runaway child fails instead of eating the machine
+_RB_CHURN_SECONDS = 10
+_RB_FUZZ_TREES = 1600  # in-process, every mode each
+_RB_CLI_TREES = 5  # of those, also through the command line, every mode each
+_RB_SEED = "lib_users-robust-1"
+
+_RB_LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
+                "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+                "/lib64", "/usr/lib64", "/lib", "/usr/lib", "/usr/local/lib")
+
+
+# ---- running the command -----------------------------------------------------------------
+
+
+class _RbResult:
+    """How a run of the command ended: returncode, stdout, stderr (bytes), max_rss
+    (KiB, of that process alone) and timed_out."""
+
+    def __init__(self, returncode, stdout, stderr, max_rss, timed_out):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+        self.max_rss, self.timed_out = max_rss, timed_out
+
+    def __repr__(self):
+        return "<exit %r, %d KiB, stdout %r, stderr %r%s>" % (
+            self.returncode, self.max_rss, self.stdout[:300], self.stderr[:600],
+            ", timed out" if self.timed_out else "")
+
+
+def _rb_limit_memory(limit=_RB_ADDRESS_LIMIT):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def _rb_run(args, timeout=60, stdout=subprocess.PIPE, cmd=None, env=None,
+            first_line_only=False, limit_memory=True, **kwargs):
+    """Run lib_users (or `cmd`) and wait for it with os.wait4, so that its own maximum
+    resident size is known. Killed (by its PID) after `timeout` seconds. With
+    first_line_only, stdout is closed after its first line, as `| head -1` does."""
+    argv = list(cmd) if cmd is not None else [sys.executable, LIB_USERS] + list(args)
+    if limit_memory:
+        kwargs.setdefault("preexec_fn", _rb_limit_memory(
+            _RB_ADDRESS_LIMIT if limit_memory is True else limit_memory))
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=subprocess.PIPE, env=env or _RB_ENV, **kwargs)
+    chunks = {}
+    pipes = [p for p in (proc.stdout, proc.stderr) if p is not None]
+    for pipe in pipes:
+        chunks[pipe] = []
+    deadline = time.monotonic() + timeout
+    timed_out, reaped, status, usage = False, False, 0, None
+    try:
+        while pipes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select(pipes, [], [], remaining)
+            for pipe in ready:
+                data = os.read(pipe.fileno(), 65536)
+                if data:
+                    chunks[pipe].append(data)
+                if not data or (first_line_only and pipe is proc.stdout
+                                and b"\n" in b"".join(chunks[pipe])):
+                    pipes.remove(pipe)
+                    if pipe is proc.stdout and first_line_only:
+                        pipe.close()  # the reader goes away
+        while True:
+            if timed_out:
+                proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0 if timed_out else os.WNOHANG)
+            if pid:
+                reaped = True
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                continue
+            time.sleep(0.002)
+    finally:
+        if not reaped:
+            proc.kill()
+            _pid, status, usage = os.wait4(proc.pid, 0)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    proc.returncode = code  # reaped here: Popen must not wait for it again
+    out = b"".join(chunks.get(proc.stdout, [])) if proc.stdout is not None else b""
+    err = b"".join(chunks[proc.stderr])
+    return _RbResult(code, out, err, usage.ru_maxrss if usage else 0, timed_out)
+
+
+# ---- checking output ---------------------------------------------------------------------
+
+
+def _rb_unsafe(data):
+    """Why bytes meant for a terminal are not safe, or None: not UTF-8, or a control,
+    bidi, invisible or otherwise unprintable character other than newline."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return "not UTF-8: %s" % err
+    for i, char in enumerate(text):
+        if char == "\n":
+            continue
+        if char in _RB_FORBIDDEN or not char.isprintable():
+            return "raw U+%04X at %d: %r" % (ord(char), i, text[max(0, i - 40) : i + 40])
+    return None
+
+
+def _rb_json_problem(data):
+    """Why --json output is not one ASCII JSON document, or None."""
+    if any(b >= 0x80 for b in data):
+        return "not ASCII"
+    try:
+        json.loads(data.decode("ascii"))
+    except ValueError as err:
+        return "not JSON: %s" % err
+    return None
+
+
+def _rb_stderr_problem(stderr, status):
+    """Why stderr is not what lib_users writes: `lib_users:` lines only, exactly one
+    line when it gives up (exit 1), terminal-safe."""
+    if b"Traceback" in stderr:
+        return "traceback"
+    lines = stderr.decode("utf-8", "replace").splitlines()
+    if any(not line.startswith("lib_users: ") for line in lines):
+        return "a stderr line without the lib_users: prefix"
+    if status == 1 and len(lines) != 1:
+        return "exit 1 without exactly one lib_users: line"
+    unsafe = _rb_unsafe(stderr)
+    return "stderr: " + unsafe if unsafe else None
+
+
+def _rb_problem(kind, status, stdout, stderr):
+    """Why one run's outcome is wrong, or None."""
+    allowed = (0, 1, 2, 3) if kind == "nagios" else (0, 1)
+    if status not in allowed:
+        return "exit status %r" % (status,)
+    problem = _rb_stderr_problem(stderr, status if kind != "nagios" else None)
+    if problem:
+        return problem
+    if kind == "json" and status == 0:
+        return _rb_json_problem(stdout)
+    if kind == "nagios" and not stdout.startswith(b"LIB_USERS "):
+        return "no nagios status line"
+    unsafe = _rb_unsafe(stdout)
+    return "stdout: " + unsafe if unsafe else None
+
+
+def _rb_text_pids(stdout):
+    """PIDs at the head of text lines (`PIDS "ARGV"`, or `LABEL PIDS "ARGV"` with -S)."""
+    pids = set()
+    for line in stdout.decode("utf-8", "replace").splitlines():
+        head, sep, _rest = line.partition(' "')
+        if not sep or not head:
+            continue
+        token = head.split()[-1]
+        if all(p.isdigit() for p in token.split(",")):
+            pids.update(int(p) for p in token.split(","))
+    return pids
+
+
+def _rb_reported(args, stdout):
+    """{pid: argv or None} of every process the output lists (-v, -m or --json)."""
+    if "--json" in args:
+        doc = json.loads(stdout.decode("ascii"))
+        return {p["pid"]: p["argv"] for p in doc["processes"]}
+    if "-m" in args:
+        found = {}
+        for line in stdout.decode("utf-8", "replace").splitlines():
+            fields = line.split(";", 2)
+            if len(fields) == 3 and fields[0]:
+                found.update((int(p), None) for p in fields[0].split(","))
+        return found
+    return dict.fromkeys(_rb_text_pids(stdout))
+
+
+# ---- procfs trees ------------------------------------------------------------------------
+
+
+class _RbLink:
+    """A symbolic link in a tree spec."""
+
+    def __init__(self, target):
+        self.target = target
+
+
+class _RbFifo:
+    """A named pipe in a tree spec."""
+
+
+def _rb_populate(path, spec):
+    """Write a tree: spec maps names (str) to bytes (a file), a dict (a directory),
+    _RbLink or _RbFifo."""
+    os.mkdir(path)
+    for name, value in spec.items():
+        full = os.path.join(path, name)
+        if isinstance(value, dict):
+            _rb_populate(full, value)
+        elif isinstance(value, _RbLink):
+            os.symlink(value.target, full)
+        elif isinstance(value, _RbFifo):
+            os.mkfifo(full)
+        else:
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, value)  # tmpfs and ext4 write a whole MiB at once
+            finally:
+                os.close(fd)
+
+
+def _rb_tree(path, spec):
+    """(Re)write the tree at path; its path as a str."""
+    path = str(path)
+    if os.path.lexists(path):
+        shutil.rmtree(path)
+    _rb_populate(path, spec)
+    return path
+
+
+def _rb_maps_line(path, inode=1900001, perms=b"r-xp", start=0x7F3A1C400000, dev=b"fe:01",
+                  offset=0):
+    """One maps line laid out as the kernel does: the name starts at column 73."""
+    head = b"%08x-%08x %s %08x %s %d " % (start, start + 0x1000, perms, offset, dev, inode)
+    return head if not path else head.ljust(72) + b" " + path
+
+
+_RB_BTIME = 1763700000
+
+
+def _rb_stat(pid, comm=b"prog", state=b"S", starttime=b"12345", flags=b"4194560"):
+    return (b"%d (%s) %s 1 %d %d 0 -1 %s 0 0 0 0 0 0 0 0 20 0 1 0 %s 1000 100 "
+            b"18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n"
+            % (pid, comm, state, pid, pid, flags, starttime))
+
+
+def _rb_process(pid, argv, deleted=(), exe=b"/usr/bin/prog", cgroup=None, comm=b"prog"):
+    """The files of one ordinary process that maps the given deleted paths (bytes)."""
+    lines = [_rb_maps_line(exe, 1000, perms=b"r-xp", start=0x55D0C8A00000)]
+    for i, path in enumerate(deleted):
+        lines.append(_rb_maps_line(path + b" (deleted)", 2000 + i,
+                                   start=0x7F3A1C400000 + i * 0x10000))
+    lines.append(_rb_maps_line(b"[stack]", 0, perms=b"rw-p", start=0x7FFC00000000,
+                               dev=b"00:00"))
+    spec = {
+        "maps": b"\n".join(lines) + b"\n",
+        "cmdline": b"".join(a + b"\0" for a in argv),
+        "stat": _rb_stat(pid, comm),
+        "status": b"Name:\t%s\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n" % comm,
+        "comm": comm + b"\n",
+        "exe": _RbLink(exe),
+    }
+    if cgroup is not None:
+        spec["cgroup"] = cgroup
+    return spec
+
+
+def _rb_root_stat(btime=b"%d" % _RB_BTIME):
+    return b"cpu  1 0 1 1 0 0 0 0 0 0\nintr 0\nctxt 1\nbtime %s\nprocesses 1\n" % btime
+
+
+# ---- random hostile trees ----------------------------------------------------------------
+
+_RB_NASTY = (
+    b"\x1b[31m", b"\x1b[2J\x1b[H", b"\x1b]0;owned\x07", b"\x1b]8;;https://x/\x1b\\",
+    b"\x9b31m", b"\xc2\x9b", b"\xc2\x85", b"\xe2\x80\xae", b"\xe2\x80\x8b", b"\xe2\x80\xa8",
+    b"\xe2\x80\xa9", b"\xe2\x81\xa6", b"\xe2\x81\xa9", b"\xef\xbb\xbf", b"\x00", b"\r",
+    b"\t", b"\x7f", b"\x08", b"\\", b"\\012", b"\\x41", b'"', b"'", b";", b",", b"|", b" ",
+    b"(deleted)", b" (deleted)", b"\xff", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"%s",
+    b"\n", b"\xe2\x80\x8f", b"\xc2\xa0", b"[", b"*", b"..", b"/", b"\xcc\x81", b"\xd8\x9c",
+)
+
+_RB_WORDS = (b"usr", b"lib", b"libz.so.1", b"libc.so.6", b"python3", b"bin", b"tmp",
+             b"SYSV00000000", b"memfd:x", b"dev/shm/x", b"orcexec.1", b"ffi1",
+             b"jna1.tmp", b"system.slice", b"x.service", b"docker-0123456789ab.scope",
+             b"user-1000.slice", b"user@1000.service", b"session-3.scope",
+             b"libpod-abc.scope", b"machine-a\\x2db.scope", b"user-\xc2\xb2.slice",
+             b"user-99999999999999999999.slice", b"init.scope", b"lxc.payload.c1")
+
+
+def _rb_bytes(rng, n):
+    return rng.getrandbits(8 * n).to_bytes(n, "little") if n else b""
+
+
+def _rb_text(rng, pieces=6):
+    parts = []
+    for _ in range(rng.randint(0, pieces)):
+        roll = rng.random()
+        if roll < 0.35:
+            parts.append(rng.choice(_RB_WORDS))
+        elif roll < 0.7:
+            parts.append(rng.choice(_RB_NASTY))
+        elif roll < 0.85:
+            parts.append(_rb_bytes(rng, rng.randint(1, 6)))
+        else:
+            parts.append(bytes(rng.choice(b"abcxyz019._-") for _ in range(rng.randint(1, 8))))
+    return b"".join(parts)
+
+
+def _rb_path(rng):
+    return b"/" + b"/".join(_rb_text(rng, 3) for _ in range(rng.randint(1, 4)))
+
+
+def _rb_number(rng):
+    return rng.choice((b"0", b"1", b"-1", b"12345", b"9" * 25, b"9" * 400, b"x", b"",
+                       b"0x10", b"\xff", b"1e9", b"18446744073709551616"))
+
+
+def _rb_long(rng, char=b"L"):
+    """A long run of one byte: past PATH_MAX, or past a pipe buffer."""
+    return char * rng.choice((4097, 16000))
+
+
+def _rb_random_maps(rng):
+    lines = []
+    if rng.random() < 0.7:
+        exe = rng.choice((b"/usr/bin/python3", b"/usr/bin/python3.11 (deleted)",
+                          b"/usr/bin/perl", b"/bin/bash", b"/usr/bin/java", b"/bin/sh",
+                          b"/usr/bin/node (deleted)", _rb_path(rng)))
+        lines.append(_rb_maps_line(exe, 1000, start=0x55D0C8A00000))
+    for i in range(rng.randint(0, 6)):
+        start = 0x7F3A1C400000 + i * 0x10000
+        roll = rng.random()
+        if roll < 0.35:
+            lines.append(_rb_maps_line(_rb_path(rng) + b" (deleted)", 2000 + i, start=start))
+        elif roll < 0.45:
+            lines.append(_rb_maps_line(_rb_path(rng), 2000 + i, start=start))
+        elif roll < 0.5:
+            lines.append(_rb_maps_line(b"(deleted)" + _rb_path(rng), 2000 + i, start=start))
+        elif roll < 0.55:
+            name = rng.choice((b"/SYSV00000001", b"/dev/zero", b"/memfd:jit", b"/[aio]",
+                               b"/dev/shm/x", b"/tmp/ffiXYZ", b"/x/jna1.tmp"))
+            lines.append(_rb_maps_line(name + b" (deleted)", 3, start=start))
+        elif roll < 0.6:
+            lines.append(_rb_maps_line(rng.choice((b"", b"[heap]", b"[anon:x]", b"[vdso]")),
+                                       0, start=start))
+        elif roll < 0.7:  # truncated
+            line = _rb_maps_line(_rb_path(rng) + b" (deleted)", 2000 + i, start=start)
+            lines.append(line[: rng.randint(0, len(line))])
+        elif roll < 0.78:  # fields missing or odd
+            fields = _rb_maps_line(_rb_path(rng) + b" (deleted)", 2000 + i,
+                                   start=start).split(None, 5)
+            del fields[rng.randrange(len(fields))]
+            if rng.random() < 0.5 and fields:
+                fields[rng.randrange(len(fields))] = _rb_number(rng)
+            lines.append(b" ".join(fields))
+        elif roll < 0.86:
+            lines.append(_rb_bytes(rng, rng.randint(0, 80)))
+        elif roll < 0.93:  # CRLF
+            lines.append(_rb_maps_line(_rb_path(rng) + b" (deleted)", 2000 + i,
+                                       start=start) + b"\r")
+        else:
+            lines.append(b"%s-%s %s %s %s %s %s" % (
+                _rb_number(rng), _rb_number(rng), _rb_text(rng, 1), _rb_number(rng),
+                rng.choice((b"fe:01", b"zz:zz", b"1:2:3", b":")), _rb_number(rng),
+                _rb_path(rng) + b" (deleted)"))
+    if rng.random() < 0.015:
+        lines.append(_rb_maps_line(b"/" + _rb_long(rng) + b".so (deleted)", 9))
+    rng.shuffle(lines) if rng.random() < 0.2 else None
+    return b"\n".join(lines) + (b"\n" if rng.random() < 0.8 else b"")
+
+
+def _rb_random_cmdline(rng):
+    roll = rng.random()
+    if roll < 0.03:
+        return b"/usr/bin/long\0" + _rb_long(rng) + b"\0"
+    if roll < 0.4:
+        return b"".join(_rb_text(rng, 3).replace(b"\0", b"") + b"\0"
+                        for _ in range(rng.randint(1, 4)))
+    if roll < 0.5:
+        return b"\0".join(_rb_text(rng, 3).replace(b"\0", b"") for _ in range(3))
+    if roll < 0.58:
+        return _rb_text(rng).replace(b"\0", b" ")
+    if roll < 0.64:
+        return b"\0" * rng.randint(1, 5)
+    if roll < 0.7:
+        return b""
+    if roll < 0.78:
+        return _rb_bytes(rng, rng.randint(0, 60))
+    interpreter = rng.choice((b"python3", b"/usr/bin/perl", b"bash", b"node", b"java",
+                              b"php", b"ruby", b"sh"))
+    rest = rng.choice(([b"-c", b"x"], [b"-jar", _rb_path(rng)], [b"--", _rb_path(rng)],
+                       [b"-W", b"x", _rb_path(rng)], [_rb_text(rng, 2)], [b"/etc/hostname"],
+                       [b"-f", _rb_path(rng)], []))
+    return b"".join(a.replace(b"\0", b"") + b"\0" for a in [interpreter] + rest)
+
+
+def _rb_random_stat(rng, pid):
+    roll = rng.random()
+    comm = _rb_text(rng, 3) + rng.choice((b")", b") (", b"\n", b")\n)", b""))
+    if rng.random() < 0.015:
+        comm = _rb_long(rng, b")")
+    if roll < 0.6:
+        return _rb_stat(pid, comm, state=rng.choice((b"S", b"Z", b"R", b"?")),
+                        flags=rng.choice((b"4194560", b"2097216", b"x")))
+    if roll < 0.7:
+        return _rb_stat(pid, comm, starttime=_rb_number(rng))
+    if roll < 0.8:
+        line = _rb_stat(pid, comm)
+        return line[: rng.randint(0, len(line))]
+    if roll < 0.9:
+        return _rb_bytes(rng, rng.randint(0, 50))
+    return b""
+
+
+def _rb_random_links(rng, spec):
+    for name in ("exe", "cwd", "root"):
+        roll = rng.random()
+        if roll < 0.3:
+            spec[name] = _RbLink(rng.choice(("/", "/nonexistent", "/usr/bin/python3 (deleted)")))
+        elif roll < 0.45:
+            spec[name] = _RbLink(name)  # a link to itself: ELOOP
+        elif roll < 0.6:
+            spec[name] = _RbLink(os.fsdecode(_rb_path(rng).replace(b"\0", b"")) or "/")
+        elif roll < 0.65:
+            spec[name] = b"not a link"
+        elif roll < 0.7:
+            spec[name] = {}
+    if rng.random() < 0.4:
+        ns = {}
+        for kind in ("mnt", "pid"):
+            roll = rng.random()
+            if roll < 0.4:
+                ns[kind] = _RbLink(rng.choice(("mnt:[4026531841]", "pid:[4026531836]",
+                                               "pid:[1]", "x")))
+            elif roll < 0.6:
+                ns[kind] = _RbLink(kind)
+            elif roll < 0.7:
+                ns[kind] = b""
+        spec["ns"] = ns if rng.random() < 0.9 else _RbLink("ns")
+    if rng.random() < 0.3:
+        fds = {}
+        for _ in range(rng.randint(0, 4)):
+            name = rng.choice(("0", "1", "2", "3", "x", "99999999999999999999"))
+            if name in fds:
+                continue
+            roll = rng.random()
+            if roll < 0.5:
+                fds[name] = _RbLink(os.fsdecode(_rb_path(rng).replace(b"\0", b"")) + " (deleted)")
+            elif roll < 0.65:
+                fds[name] = _RbLink("socket:[12345]")
+            elif roll < 0.8:
+                fds[name] = _RbLink(name)
+            else:
+                fds[name] = b"file"
+        spec["fd"] = fds if rng.random() < 0.85 else rng.choice((b"", _RbLink("fd")))
+
+
+def _rb_random_process(rng, pid):
+    spec = {}
+    if rng.random() < 0.95:
+        spec["maps"] = _rb_random_maps(rng) if rng.random() < 0.97 else {}
+    if rng.random() < 0.9:
+        spec["cmdline"] = _rb_random_cmdline(rng)
+    if rng.random() < 0.85:
+        spec["stat"] = _rb_random_stat(rng, pid)
+    if rng.random() < 0.8:
+        spec["status"] = rng.choice((b"Name:\tx\nUid:\t0\t0\t0\t0\n", b"Uid:\n",
+                                     b"Uid:\t%s\t0\n" % _rb_number(rng), _rb_text(rng)))
+    if rng.random() < 0.8:
+        spec["comm"] = _rb_text(rng, 3) + b"\n"
+    if rng.random() < 0.6:
+        if rng.random() < 0.015:
+            spec["cgroup"] = b"0::/system.slice/" + _rb_long(rng, b"u") + b".service\n"
+        else:
+            spec["cgroup"] = b"\n".join(
+                rng.choice((b"0::", b"1:name=systemd:", b"2:cpu:", b"", b"0:")) + b"/".join(
+                    _rb_text(rng, 2) if rng.random() < 0.3 else rng.choice(_RB_WORDS)
+                    for _ in range(rng.randint(0, 4)))
+                for _ in range(rng.randint(0, 3)))
+    _rb_random_links(rng, spec)
+    return spec
+
+
+def _rb_random_tree(rng):
+    """A small hostile procfs tree spec: a few processes and odd entries."""
+    spec = {}
+    roll = rng.random()
+    if roll < 0.8:
+        spec["stat"] = _rb_root_stat()
+    elif roll < 0.9:
+        spec["stat"] = _rb_root_stat(rng.choice((b"", b"x", b"9" * 400, b"-5", b"1e3")))
+    elif roll < 0.95:
+        spec["stat"] = _rb_bytes(rng, rng.randint(0, 40))
+    pids = rng.sample(range(1, 40000), rng.randint(1, 4))
+    for pid in pids:
+        roll = rng.random()
+        name = str(pid)
+        if roll < 0.85:
+            spec[name] = _rb_random_process(rng, pid)
+        elif roll < 0.9:
+            spec[name] = b"a PID that is a file"
+        elif roll < 0.93:
+            spec[name] = {}
+        elif roll < 0.96:
+            spec[name] = _RbLink(str(pids[0]) if str(pids[0]) != name else "/")
+        else:
+            spec[name] = _RbLink(name)  # a loop
+    if rng.random() < 0.3:
+        spec["self"] = _RbLink(rng.choice([str(p) for p in pids] + ["self", "x"]))
+    if rng.random() < 0.1:
+        spec["0%d" % pids[0]] = {"maps": b"", "cmdline": b"x\0"}
+    return spec
+
+
+def _rb_extra_args(rng, spec):
+    args = []
+    if rng.random() < 0.2:
+        args.append("-v")
+    if rng.random() < 0.1:
+        args += ["-i", rng.choice(("/usr/**", "*", "[", "**/x*"))]
+    if rng.random() < 0.1:
+        pids = [n for n in spec if n.isdigit()]
+        args += ["-p", ",".join(pids[:2] + ["4194304"])]
+    return args
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+
+
+def _rb_find_libz():
+    """The path of the real libz shared library, or None (the dynamic linker asked
+    first, through the maps of a Python that loaded it)."""
+    code = ("import ctypes, ctypes.util, sys\n"
+            "name = ctypes.util.find_library('z')\n"
+            "name and ctypes.CDLL(name)\n"
+            "sys.stdout.write(open('/proc/self/maps').read())\n")
+    try:
+        maps = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                              text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        maps = ""
+    for line in maps.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6 and os.path.basename(fields[5]).startswith("libz.so"):
+            if os.path.isfile(fields[5]):
+                return fields[5]
+    for directory in _RB_LIB_DIRS:
+        for name in ("libz.so.1", "libz.so"):
+            path = os.path.join(directory, name)
+            if os.path.isfile(path):
+                return os.path.realpath(path)
+    return None
+
+
+@pytest.fixture(scope="module")
+def _rb_libz():
+    """The real libz; only ever copied, never touched."""
+    path = _rb_find_libz()
+    if path is None:
+        pytest.skip("needs libz (the zlib shared library) to map a deleted private copy")
+    return path
+
+
+@pytest.fixture
+def _rb_tmp():
+    """A temporary directory readable by every user, removed afterwards. Not under a
+    directory whose deleted files lib_users ignores (such as /dev/shm)."""
+    base = tempfile.gettempdir()
+    if lib_users.is_ignored(os.path.join(base, "lib_users_rb_x", "libz.so.1")):
+        base = "/var/tmp"
+    path = tempfile.mkdtemp(prefix="lib_users_rb_", dir=base)
+    try:
+        os.chmod(path, 0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# The long-lived child: maps argv[1] (a private copy of libz), says "ready", and waits
+# until its stdin is closed (or it is killed).
+_RB_STALE_CHILD = (
+    "import ctypes, sys\n"
+    "lib = ctypes.CDLL(sys.argv[1])\n"
+    "sys.stdout.write('ready' + chr(10))\n"
+    "sys.stdout.flush()\n"
+    "sys.stdin.read()\n")
+
+
+@pytest.fixture
+def _rb_spawn():
+    """spawn(argv, ready=True, **popen_kwargs) -> Popen. Every child is killed (by its
+    PID, through Popen) and reaped afterwards."""
+    children = []
+
+    def spawn(argv, ready=True, **kwargs):
+        child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, **kwargs)
+        children.append(child)
+        if ready:
+            _rb_wait_ready(child)
+        return child
+
+    try:
+        yield spawn
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+            for pipe in (child.stdin, child.stdout, child.stderr):
+                pipe.close()
+
+
+def _rb_wait_ready(child, timeout=60):
+    ready, _, _ = select.select([child.stdout], [], [], timeout)
+    line = child.stdout.readline() if ready else b""
+    if line != b"ready\n":
+        child.kill()
+        child.wait()
+        pytest.fail("child %d did not get ready: %r" % (child.pid, child.stderr.read()))
+
+
+def _rb_deleted_in_maps(pid, path):
+    with open("/proc/%d/maps" % pid, "rb") as maps:
+        return os.fsencode(path) + b" (deleted)" in maps.read()
+
+
+def _rb_stale_child(spawn, tmp, libz, tag, python=sys.executable, **kwargs):
+    """A child that maps its own private copy of libz, which is then deleted:
+    (Popen, argv)."""
+    copy = os.path.join(tmp, "libz-%s.so.1" % tag)
+    shutil.copyfile(libz, copy)
+    os.chmod(copy, 0o644)
+    argv = [python, "-c", _RB_STALE_CHILD, copy, "rb-" + tag]
+    child = spawn(argv, **kwargs)
+    os.unlink(copy)
+    assert _rb_deleted_in_maps(child.pid, copy), "the kernel does not show the deletion"
+    return child, argv
+
+
+# ---- churn ---------------------------------------------------------------------------------
+
+# The churner: maps a private copy of libz (deleted by the test), then forks children as
+# fast as it can until its stdin is closed or its own limits are reached. Most children
+# end at once; some hold the inherited deleted mapping a moment; some exec /bin/true.
+# It reaps them all and prints how many it started.
+_RB_CHURNER = r"""
+import ctypes, os, select, sys, time
+lib = ctypes.CDLL(sys.argv[1])
+seconds, limit, max_live = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+true = "/bin/true" if os.access("/bin/true", os.X_OK) else None
+sys.stdout.write("ready\n")
+sys.stdout.flush()
+deadline = time.monotonic() + seconds
+forks = live = 0
+while forks < limit and time.monotonic() < deadline:
+    if forks % 16 == 0 and select.select([0], [], [], 0)[0]:
+        break  # stdin closed: stop
+    pid = os.fork()
+    if pid == 0:
+        kind = forks % 8
+        if kind in (1, 2, 3):
+            time.sleep(0.001 * kind)
+        elif kind == 4 and true:
+            os.execv(true, [true])
+        os._exit(0)
+    forks += 1
+    live += 1
+    while live:
+        pid, _status = os.waitpid(-1, 0 if live >= max_live else os.WNOHANG)
+        if not pid:
+            break
+        live -= 1
+while live:
+    os.waitpid(-1, 0)
+    live -= 1
+sys.stdout.write("forks %d\n" % forks)
+sys.stdout.flush()
+"""
+
+# (arguments, kind of output, whether it lists every PID)
+_RB_CHURN_MODES = ((("-v",), "text", True), (("-m",), "text", True),
+                   (("--json",), "json", True), (("-S", "-v"), "text", True),
+                   (("-s", "-v"), "text", True), (("--nagios", "-v"), "nagios", True),
+                   (("--fds",), "text", False), (("--prometheus",), "text", False))
+
+
+def _rb_unreadable_pids():
+    """The PIDs a scan cannot read, one at a time."""
+    return {pid for pid in lib_users.list_pids()
+            if pid != os.getpid() and lib_users.scan(pids=[pid]).unreadable}
+
+
+def _rb_process_group(pid):
+    """The process group of a PID, or None if it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return int(f.read().rpartition(b")")[2].split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_rb_churn_never_loses_a_stale_process(_rb_libz, _rb_tmp, _rb_spawn):
+    stale = {}
+    for tag in ("a", "b", "c"):
+        child, argv = _rb_stale_child(_rb_spawn, _rb_tmp, _rb_libz, "churn-" + tag)
+        stale[child.pid] = argv
+    baseline = _rb_unreadable_pids()  # e.g. a PID 1 that not even root may read
+
+    copy = os.path.join(_rb_tmp, "libz-churner.so.1")
+    shutil.copyfile(_rb_libz, copy)
+    # In a session of its own, so that its children are known by their process group.
+    churner = _rb_spawn([sys.executable, "-c", _RB_CHURNER, copy,
+                         str(_RB_CHURN_SECONDS + 30), "300000", "64"],
+                        start_new_session=True)
+    os.unlink(copy)
+
+    runs = sweeps = 0
+    failures, new_unreadable, others = [], {}, {}
+    deadline = time.monotonic() + _RB_CHURN_SECONDS
+    while time.monotonic() < deadline:
+        args, kind, lists_pids = _RB_CHURN_MODES[runs % len(_RB_CHURN_MODES)]
+        result = _rb_run(args, timeout=120)
+        runs += 1
+        problem = _rb_problem(kind, result.returncode, result.stdout, result.stderr)
+        if problem is None and result.returncode != 0 and kind != "nagios":
+            problem = "exit status %d" % result.returncode
+        if problem is None and lists_pids:
+            reported = _rb_reported(args, result.stdout)
+            for pid, argv in stale.items():
+                if pid not in reported:
+                    problem = "stale PID %d not reported" % pid
+                elif reported[pid] is not None and reported[pid] != argv:
+                    problem = "PID %d reported with argv %r" % (pid, reported[pid])
+        if problem:
+            failures.append("run %d %s: %s %r" % (runs, " ".join(args), problem, result))
+        # The same through the API, in this process, one PID at a time: a process of
+        # ours that ends during its scan is gone, never unreadable. (Processes of others
+        # are only counted: this machine may start some that root may not read.)
+        sweeps += 1
+        for pid in lib_users.list_pids():
+            if pid == os.getpid():
+                continue
+            result = lib_users.scan(pids=[pid])
+            if result.unreadable and pid not in baseline:
+                ours = pid in stale or _rb_process_group(pid) == churner.pid
+                target = new_unreadable if ours else others
+                target[pid] = target.get(pid, 0) + 1
+            if pid in stale and [f.argv for f in result.findings] != [stale[pid]]:
+                failures.append("API sweep %d: stale PID %d found as %r" % (
+                    sweeps, pid, result.findings))
+        whole = lib_users.scan()
+        missing = set(stale) - {f.pid for f in whole.findings}
+        if missing:
+            failures.append("API scan %d: stale PIDs %s not found" % (sweeps, sorted(missing)))
+
+    churner.stdin.close()
+    ready, _, _ = select.select([churner.stdout], [], [], 60)
+    line = churner.stdout.readline() if ready else b""
+    churner.wait(timeout=60)
+    forks = int(line.split()[1]) if line.startswith(b"forks ") else None
+    summary = "%d runs of lib_users and %d API sweeps under churn, %s processes churned" % (
+        runs, sweeps, forks)
+    if others:
+        summary += " (other processes counted unreadable, PID: times: %r)" % (others,)
+    print("\n" + summary)
+    assert forks, "the churner did not report: %r %r (%s)" % (
+        line, churner.stderr.read(), summary)
+    assert runs >= 2, summary
+    assert not failures, "%s; %d failed:\n%s" % (summary, len(failures),
+                                                 "\n".join(failures[:10]))
+    assert not new_unreadable, "%s; counted unreadable (PID: times): %r" % (
+        summary, new_unreadable)
+
+
+# ---- vanishing mid-read --------------------------------------------------------------------
+
+_RB_GONE = (FileNotFoundError, ProcessLookupError)
+
+_RB_HOWS = (lib_users.ScanOptions(), lib_users.ScanOptions(details=True),
+            lib_users.ScanOptions(services=True), lib_users.ScanOptions(fds=True),
+            lib_users.ScanOptions(details=True, services=True, scripts=False))
+
+
+def _rb_assert_gone(dir_fd, pid, what):
+    """Every read through the stale directory descriptor says "gone"."""
+    for how in _RB_HOWS:
+        ctx = lib_users._Context(lib_users.PROC, how)
+        with pytest.raises(_RB_GONE):
+            result = lib_users.scan_process(dir_fd, pid, how, ctx)
+            pytest.fail("%s: scan_process(%r) returned %r" % (what, how, result))
+    for name in ("maps", "cmdline", "stat", "status", "comm", "cgroup"):
+        with pytest.raises(_RB_GONE):
+            data = lib_users._read_at(dir_fd, name)
+            pytest.fail("%s: %s read %r" % (what, name, data[:200]))
+    for name in ("exe", "cwd", "root"):
+        with pytest.raises(_RB_GONE):
+            lib_users._readlink_at(dir_fd, name)
+    with pytest.raises(_RB_GONE):
+        lib_users.process_info(dir_fd, pid, lib_users._Clock(lib_users.PROC), {})
+    with pytest.raises(_RB_GONE):
+        lib_users.deleted_open_files(dir_fd)
+
+
+def test_rb_process_gone_after_listing_is_skipped(_rb_libz, _rb_tmp, _rb_spawn):
+    child, argv = _rb_stale_child(_rb_spawn, _rb_tmp, _rb_libz, "gone")
+    pid = child.pid
+    dir_fd = lib_users._open_pid_dir(pid, lib_users.PROC)
+    try:
+        how = lib_users.ScanOptions()
+        found = lib_users.scan_process(dir_fd, pid, how, lib_users._Context("/proc", how))
+        assert found is not None and found.argv == argv
+        child.kill()
+        child.wait()
+        _rb_assert_gone(dir_fd, pid, "reaped")
+    finally:
+        os.close(dir_fd)
+    if os.path.exists("/proc/%d" % pid):
+        pytest.skip("PID %d was already handed out again" % pid)
+    result = lib_users.scan(pids=[pid])
+    assert (result.findings, result.scanned, result.unreadable) == ([], 0, 0)
+    assert lib_users.get_processes(pids=[pid]) == []
+    with pytest.raises(lib_users.NoSuchProcess):
+        lib_users.get_process_files(pid)
+
+
+def test_rb_zombie_is_skipped_quietly(_rb_libz, _rb_tmp, _rb_spawn):
+    # Killed but not reaped: maps and cmdline read empty.
+    child, _argv = _rb_stale_child(_rb_spawn, _rb_tmp, _rb_libz, "zombie")
+    child.kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with open("/proc/%d/stat" % child.pid, "rb") as f:
+            if f.read().rpartition(b")")[2].split()[0] == b"Z":
+                break
+        time.sleep(0.01)
+    else:
+        pytest.fail("child %d did not become a zombie" % child.pid)
+    for how in _RB_HOWS:
+        result = lib_users.scan(how=how, pids=[child.pid])
+        assert result.findings == [] and result.unreadable == 0, (how, result)
+    cli = _rb_run(["-v", "-p", str(child.pid)])
+    assert (cli.returncode, cli.stdout) == (0, b""), cli
+    assert _rb_stderr_problem(cli.stderr, 0) is None and b"could not" not in cli.stderr, cli
+
+
+def test_rb_reused_pid_is_never_mixed(_rb_libz, _rb_tmp, _rb_spawn):
+    if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("needs root and /proc/sys/kernel/ns_last_pid to hand a PID out again")
+    old, _old_argv = _rb_stale_child(_rb_spawn, _rb_tmp, _rb_libz, "old")
+    pid = old.pid
+    dir_fd = lib_users._open_pid_dir(pid, lib_users.PROC)
+    try:
+        old.kill()
+        old.wait()
+        copy = os.path.join(_rb_tmp, "libz-new.so.1")
+        shutil.copyfile(_rb_libz, copy)
+        new_argv = [sys.executable, "-c", _RB_STALE_CHILD, copy, "rb-new"]
+        new = None
+        for _attempt in range(50):
+            try:
+                with open("/proc/sys/kernel/ns_last_pid", "w") as last:
+                    last.write(str(pid - 1))
+            except OSError as err:
+                pytest.skip("cannot write ns_last_pid: %s" % err)
+            child = _rb_spawn(new_argv, ready=False)
+            if child.pid == pid:
+                new = child
+                break
+            child.kill()
+        if new is None:
+            pytest.skip("PID %d was not handed out again in 50 tries" % pid)
+        _rb_wait_ready(new)
+        os.unlink(copy)
+        assert _rb_deleted_in_maps(pid, copy)
+        # The old descriptor stays with the old process: nothing of the new one.
+        _rb_assert_gone(dir_fd, pid, "reused")
+    finally:
+        os.close(dir_fd)
+    result = lib_users.scan(pids=[pid])
+    assert [f.argv for f in result.findings] == [new_argv]
+    cli = _rb_run(["--json", "-p", str(pid)])
+    assert cli.returncode == 0, cli
+    assert _rb_reported(["--json"], cli.stdout) == {pid: new_argv}
+
+
+def test_rb_empty_and_partial_files_are_skipped(tmp_path):
+    good = b"/usr/lib/x86_64-linux-gnu/libgood.so.1"
+    control = _rb_process(5001, [b"/usr/sbin/control", b"-d"], [good])
+    truncated = _rb_process(5003, [b"/usr/sbin/cut"], [b"/usr/lib/libcut.so.1"])
+    maps = truncated["maps"]
+    cut_maps = maps[: maps.index(b" (deleted)") + 5]  # "... (del": not the marker
+    half_line = _rb_process(5004, [b"/usr/sbin/half"], [b"/usr/lib/libhalf.so.1"])
+    spec = {
+        "stat": _rb_root_stat(),
+        "5001": control,
+        "5002": dict(_rb_process(5002, [b"/usr/sbin/empty"], [good]), maps=b""),
+        "5003": dict(truncated, maps=cut_maps),
+        "5004": dict(half_line, maps=half_line["maps"][:60]),
+        "5005": dict(_rb_process(5005, [b"x"], [good], comm=b"nocmd"), cmdline=b""),
+        "5006": dict(_rb_process(5006, [b"x"], [good]), cmdline=b"\0\0\0"),
+        "5007": b"a PID that is a file\n",
+        "5008": {},
+        "5009": {"maps": b"", "cmdline": b""},
+    }
+    tree = _rb_tree(tmp_path / "proc", spec)
+    for args, kind in _RB_MODES:
+        result = _rb_run(["--proc", tree, "-v"] + list(args))
+        assert _rb_problem(kind, result.returncode, result.stdout, result.stderr) is None, (
+            args, result)
+        assert b"could not be read" not in result.stderr, (args, result)
+        if args in ((), ("-m",), ("--json",), ("-S",)):
+            reported = _rb_reported(args, result.stdout)
+            assert 5001 in reported and 5005 in reported, (args, result)
+            assert not {5002, 5003, 5004, 5009} & set(reported), (args, result)
+        assert result.returncode == (1 if kind == "nagios" else 0), (args, result)
+    text = _rb_run(["--proc", tree, "-v"]).stdout
+    assert b'"[nocmd]"' in text  # an empty argument list shows the command name
+
+
+# ---- hostile trees -------------------------------------------------------------------------
+
+
+def _rb_main(capsysbinary, args):
+    """lib_users.main() in this process: (status, stdout, stderr, exception)."""
+    try:
+        status = lib_users.main(args)
+        error = None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # noqa: B902 - anything escaping main() is the bug
+        status, error = None, err
+    out, err_out = capsysbinary.readouterr()
+    return status, out, err_out, error
+
+
+def _rb_describe(error):
+    """Where an exception escaped from: its type, message and innermost lib_users frame."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if f.filename.endswith("lib_users.py")]
+    where = "%s:%d %s" % (frames[-1].name, frames[-1].lineno, frames[-1].line) if frames else "?"
+    return "%s: %s at %s" % (type(error).__name__, str(error)[:120], where)
+
+
+@pytest.fixture
+def _rb_fast_tmp(tmp_path):
+    """A directory in memory (tmpfs) where there is one: thousands of trees are
+    written there."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        path = tempfile.mkdtemp(prefix="lib_users_rb_", dir="/dev/shm")
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+    else:
+        yield str(tmp_path)
+
+
+def test_rb_hostile_trees_in_every_mode(_rb_fast_tmp, capsysbinary):
+    root = os.path.join(_rb_fast_tmp, "proc")
+    trees = runs = 0
+    failures = {}  # one example per kind of failure
+    for index in range(_RB_FUZZ_TREES):
+        rng = random.Random("%s-%d" % (_RB_SEED, index))
+        spec = _rb_random_tree(rng)
+        _rb_tree(root, spec)
+        trees += 1
+        extra = _rb_extra_args(rng, spec)
+        for args, kind in _RB_MODES:
+            argv = ["--proc", root] + extra + list(args)
+            status, out, err, error = _rb_main(capsysbinary, argv)
+            runs += 1
+            if error is not None:
+                problem = _rb_describe(error)
+            else:
+                problem = _rb_problem(kind, status, out, err)
+            if problem is not None:
+                key = problem.split(" at ")[0][:80] if error is None else problem
+                failures.setdefault(key, (index, argv[2:], status, out[:200], err[:300]))
+    summary = "%d hostile trees tried, %d in-process runs" % (trees, runs)
+    print("\n" + summary)
+    assert not failures, "%s; %d kinds of failure (tree index, args, status, stdout, " \
+        "stderr), reproduce with random.Random('%s-INDEX'):\n%s" % (
+            summary, len(failures), _RB_SEED,
+            "\n".join("%s\n    %r" % item for item in sorted(failures.items())))
+
+
+def test_rb_hostile_trees_through_the_command_line(tmp_path):
+    # A subset of the same trees through the real command, bounded in time and memory.
+    indexes = list(range(_RB_CLI_TREES))
+    runs, max_rss, failures = 0, 0, []
+    for index in indexes:
+        rng = random.Random("%s-%d" % (_RB_SEED, index))
+        spec = _rb_random_tree(rng)
+        tree = _rb_tree(tmp_path / ("proc-%d" % index), spec)
+        extra = _rb_extra_args(rng, spec)
+        for args, kind in _RB_MODES:
+            result = _rb_run(["--proc", tree] + extra + list(args), timeout=60)
+            runs += 1
+            max_rss = max(max_rss, result.max_rss)
+            problem = "timed out" if result.timed_out else _rb_problem(
+                kind, result.returncode, result.stdout, result.stderr)
+            if problem is None and result.max_rss > _RB_MAX_RSS_KIB:
+                problem = "max RSS %d KiB" % result.max_rss
+            if problem:
+                failures.append("tree %d %s: %s %r" % (index, args, problem, result))
+        shutil.rmtree(tree)
+    summary = "%d hostile trees, %d command-line runs, max RSS %d KiB" % (
+        len(indexes), runs, max_rss)
+    print("\n" + summary)
+    assert not failures, "%s:\n%s" % (summary, "\n".join(failures[:10]))
+
+
+def test_rb_one_mib_inputs_in_every_mode(tmp_path):
+    big = b"/opt/" + b"\xe2\x80\xae\x1b[31m" * 8 + b"L" * (1 << 20) + b".so.1"
+    spec = {
+        "stat": _rb_root_stat(),
+        # (the unit name shorter: matching it against HELD_BACK's globs costs a second
+        # per MiB, in every mode that looks at units)
+        "6001": _rb_process(6001, [b"/usr/bin/big", b"A" * (1 << 20)], [big],
+                            cgroup=b"0::/system.slice/" + b"s" * (1 << 17) + b".service\n"),
+        "6002": dict(_rb_process(6002, [b"x"], [b"/usr/lib/libq.so.1"]),
+                     cmdline=b"C" * (1 << 20), stat=_rb_stat(6002, b")\n" * (1 << 19))),
+        "6003": dict(_rb_process(6003, [b"y"], [b"/usr/lib/libq.so.1"]),
+                     cmdline=b"\0" * (1 << 20), comm=b"\x1b" * 1000),
+        "6004": dict(_rb_process(6004, [b"z"], []),
+                     maps=(_rb_maps_line(b"/usr/lib/libw.so.1 (deleted)") + b"\n") * 12000),
+    }
+    tree = _rb_tree(tmp_path / "proc", spec)
+    for args, kind in _RB_MODES:
+        result = _rb_run(["--proc", tree, "-s", "-v"] + list(args), timeout=120)
+        assert not result.timed_out, (args, result)
+        assert _rb_problem(kind, result.returncode, result.stdout, result.stderr) is None, (
+            args, result)
+        assert result.max_rss < _RB_MAX_RSS_KIB, (args, result)
+        if "--fds" not in args and "--prometheus" not in args:
+            assert b"6001" in result.stdout and b"6002" in result.stdout, (args, result)
+
+
+@pytest.mark.parametrize("case", ["maps-fifo", "cmdline-fifo", "maps-dev-zero",
+                                  "stat-fifo", "stat-dev-zero", "status-dev-zero"])
+def test_rb_tree_files_that_never_end_do_not_hang(tmp_path, case):
+    # A --proc tree whose files are links that point anywhere: a named pipe nobody
+    # writes to, or /dev/zero, must not hang the scan or fill memory.
+    name, kind = case.split("-", 1)
+    target = _RbFifo() if kind == "fifo" else _RbLink("/dev/zero")
+    process = _rb_process(7001, [b"/usr/sbin/victim"], [b"/usr/lib/libv.so.1"])
+    control = _rb_process(7002, [b"/usr/sbin/control"], [b"/usr/lib/libc2.so.1"])
+    spec = {"stat": _rb_root_stat(), "7001": process, "7002": control}
+    if name == "stat" and kind == "fifo":
+        spec["stat"] = target  # the tree's own /proc/stat
+    else:
+        process[name] = target
+    tree = _rb_tree(tmp_path / "proc", spec)
+    for args in ((), ("--json",)):
+        result = _rb_run(["--proc", tree] + list(args), timeout=5, limit_memory=512 << 20)
+        assert not result.timed_out, (case, args, "hangs", result)
+        kind_ = "json" if args else "text"
+        assert _rb_problem(kind_, result.returncode, result.stdout, result.stderr) is None, (
+            case, args, result)
+        assert result.max_rss < _RB_MAX_RSS_KIB, (case, args, result)
+        assert 7002 in _rb_reported(args, result.stdout), (case, args, result)
+
+
+# ---- focused hostile cases -----------------------------------------------------------------
+
+
+def _rb_in_process(capsysbinary, args):
+    status, out, err, error = _rb_main(capsysbinary, args)
+    assert error is None, _rb_describe(error)
+    return status, out, err
+
+
+@pytest.mark.parametrize("btime", [b"", b"9" * 400], ids=["empty", "huge"])
+def test_rb_odd_btime_in_tree_stat(tmp_path, capsysbinary, btime):
+    # /proc/stat with "btime" and no number, or a number no float holds.
+    spec = {"stat": _rb_root_stat(btime),
+            "8001": _rb_process(8001, [b"/usr/sbin/d"], [b"/usr/lib/libd.so.1"])}
+    tree = _rb_tree(tmp_path / "proc", spec)
+    for args in ((), ("--json",), ("-S",)):
+        status, out, err = _rb_in_process(capsysbinary, ["--proc", tree] + list(args))
+        assert status == 0 and b"8001" in out, (args, status, out, err)
+
+
+def test_rb_huge_start_time_in_stat(tmp_path, capsysbinary):
+    # A stat whose starttime no float holds: the start time is unknown, not a crash.
+    # (scripts: a python process, so that the start time is needed in every mode.)
+    process = _rb_process(8101, [b"python3", b"/srv/app.py"], [b"/usr/lib/libe.so.1"],
+                          exe=b"/usr/bin/python3")
+    process["stat"] = _rb_stat(8101, b"python3", starttime=b"9" * 400)
+    tree = _rb_tree(tmp_path / "proc", {"stat": _rb_root_stat(), "8101": process})
+    for args in ((), ("--json",)):
+        status, out, err = _rb_in_process(capsysbinary, ["--proc", tree] + list(args))
+        assert status == 0 and b"8101" in out, (args, status, out, err)
+
+
+def test_rb_unicode_digits_in_cgroup_user_slice(tmp_path, capsysbinary):
+    # "user-\u00b2.slice": str.isdigit() says yes, int() says no. The process is still
+    # reported, and not counted unreadable.
+    cgroup = "0::/user.slice/user-\u00b2.slice/session-1.scope\n".encode()
+    spec = {"stat": _rb_root_stat(),
+            "8201": _rb_process(8201, [b"/usr/bin/u"], [b"/usr/lib/libu.so.1"],
+                                cgroup=cgroup)}
+    tree = _rb_tree(tmp_path / "proc", spec)
+    for args in (("-S",), ("--json",), ("--prometheus",)):
+        status, out, err = _rb_in_process(capsysbinary, ["--proc", tree] + list(args))
+        assert status == 0 and b"could not be read" not in err, (args, status, out, err)
+        if "--prometheus" not in args:
+            assert b"8201" in out, (args, out)
+
+
+def test_rb_nul_in_mapped_path_in_json(tmp_path, capsysbinary):
+    # Only a --proc tree can hold a NUL in a path; --json checks whether a new file
+    # stands at it, and must not drop the process for it.
+    spec = {"stat": _rb_root_stat(),
+            "8301": _rb_process(8301, [b"/usr/bin/n"], [b"/usr/lib/lib\0n.so.1"])}
+    tree = _rb_tree(tmp_path / "proc", spec)
+    for args in ((), ("--json",)):
+        status, out, err = _rb_in_process(capsysbinary, ["--proc", tree] + list(args))
+        assert status == 0 and b"8301" in out, (args, status, out, err)
+        assert b"could not be read" not in err, (args, err)
+
+
+def test_rb_pid_entry_that_loops_does_not_end_the_scan(tmp_path, capsysbinary):
+    spec = {"stat": _rb_root_stat(),
+            "8401": _RbLink("8401"),
+            "8402": _rb_process(8402, [b"/usr/bin/ok"], [b"/usr/lib/libok.so.1"])}
+    tree = _rb_tree(tmp_path / "proc", spec)
+    status, out, err = _rb_in_process(capsysbinary, ["--proc", tree, "-m"])
+    assert status == 0 and out.startswith(b"8402;"), (status, out, err)
+
+
+@pytest.mark.parametrize("args", [["-p", "\u00b2"], ["-p", "1" * 5000], ["-w", "\u00b2"],
+                                  ["--nagios", "-c", "\u00b9"]],
+                         ids=["pid-superscript", "pid-5000-digits", "warning-superscript",
+                              "nagios-critical-superscript"])
+def test_rb_hostile_option_values_are_usage_errors(capsysbinary, args):
+    status, out, err = _rb_in_process(capsysbinary, ["--proc", TESTDATA + "/proc-basic"]
+                                      + args)
+    expected = 3 if "--nagios" in args else 2
+    assert status == expected, (status, out, err)
+    assert _rb_stderr_problem(err, None) is None, err
+
+
+# ---- terminal safety -----------------------------------------------------------------------
+
+_RB_INVISIBLE = "".join(chr(c) for c in list(range(0x200B, 0x2010))
+                        + [0x2028, 0x2029, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
+                           0x2066, 0x2067, 0x2068, 0x2069, 0xFEFF, 0x00AD, 0x061C])
+_RB_C1 = "".join(chr(c) for c in range(0x80, 0xA0))
+
+
+def _rb_terminal_tree(path):
+    every_byte = bytes(range(1, 256))
+    path_bytes = bytes(b for b in range(1, 256) if b != 0x0A)  # newline as \012
+    ansi = b"\x1b[31mred\x1b[0m\x1b]0;title\x07\x1b]8;;http://evil/\x1b\\link\x1b[2J"
+    invisible = _RB_INVISIBLE.encode()
+    c1 = _RB_C1.encode()
+    unit = b"ev" + ansi + "\u202eil".encode() + b".service"
+    spec = {
+        "stat": _rb_root_stat(),
+        "9001": _rb_process(
+            9001, [b"/usr/bin/evil", every_byte, ansi, invisible, c1, b"\x9b31m"],
+            [b"/opt/" + path_bytes + b"\\012x.so.1", b"/opt/" + ansi + b".so",
+             b"/opt/" + invisible + b".so", b"/opt/" + c1 + b".so"],
+            cgroup=b"0::/system.slice/" + unit + b"\n"),
+        "9002": dict(_rb_process(9002, [b"x"], ["/usr/lib/lib\u202egnp.so.1".encode()],
+                                 comm=b"\x1b]0;x\x07" + invisible),
+                     cmdline=b""),
+        "9003": _rb_process(
+            9003, [b"/usr/bin/c" + b"\x1b[1m" + invisible],
+            [b"/usr/lib/x" + every_byte.replace(b"\n", b"\\012") + b".so"],
+            cgroup=b"0::/system.slice/docker-" + ansi + invisible + b".scope\n"),
+        "9004": _rb_process(
+            9004, [b"/usr/bin/ok"], [b"/usr/lib/libok.so.1"],
+            cgroup=b"0::/user.slice/user-1000.slice/user@1000.service/app.slice/"
+                   + ansi + b".service\n"),
+    }
+    return _rb_tree(path, spec)
+
+
+def test_rb_terminal_safe_output(tmp_path):
+    tree = _rb_terminal_tree(tmp_path / "proc")
+    modes = ([], ["-v"], ["-s"], ["-m"], ["-S"], ["-S", "-s", "-v"], ["--nagios"],
+             ["--nagios", "-v"], ["--prometheus"], ["--json"], ["--fds", "-s"])
+    for env in (_RB_ENV, dict(_RB_ENV, LC_ALL="C")):
+        for args in modes:
+            result = _rb_run(["--proc", tree] + args, env=env)
+            kind = "json" if "--json" in args else "nagios" if "--nagios" in args else "text"
+            assert _rb_problem(kind, result.returncode, result.stdout, result.stderr) is None, (
+                args, env["LC_ALL"], _rb_problem(kind, result.returncode, result.stdout,
+                                                 result.stderr), result)
+            if kind != "nagios":
+                assert result.returncode == 0, (args, result)
+            if "--prometheus" not in args and "--fds" not in args:
+                shown = _rb_reported(["-m" if "-m" in args else "--json" if kind == "json"
+                                      else "-v"], result.stdout)
+                if "-v" in args or "-m" in args or kind == "json":
+                    assert {9001, 9002, 9003, 9004} <= set(shown), (args, result)
+    # Messages on stderr, too.
+    for args in (["--bogus\x1b[31m\u202e"], ["--proc", "/nonexistent/\x1b]0;x\x07\u202e"],
+                 ["-p", "1\x1b[2J"], ["--nagios", "--x\u2028y"]):
+        result = _rb_run(args)
+        assert result.returncode in (1, 2, 3), (args, result)
+        assert _rb_stderr_problem(result.stderr, None) is None, (args, result)
+        assert _rb_unsafe(result.stdout) is None, (args, result)
+
+
+def test_rb_reboot_reasons_are_terminal_safe(tmp_path):
+    # What run() prints as "reboot needed: ..." comes from file names under / and from
+    # /run/reboot-required.pkgs (written by package hooks).
+    nasty = "\x1b]0;x\x07\u202e\x9b2J"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "reboot-required").write_bytes(b"")
+    (tmp_path / "run" / "reboot-required.pkgs").write_bytes(
+        ("libc6\nlinux-image" + nasty + "\n").encode() + b"\xff\x1b[31m\n")
+    (tmp_path / "lib" / "modules" / ("9.9.9" + nasty)).mkdir(parents=True)
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot" / ("vmlinuz-10.0" + nasty)).write_bytes(b"")
+    reasons = lib_users.kernel_reboot_reasons(root=str(tmp_path), release="6.1.0-1-amd64")
+    assert len(reasons) == 3, reasons
+    for reason in reasons:
+        assert _rb_unsafe(os.fsencode(reason)) is None, repr(reason)
+
+
+# ---- restricted /proc ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def _rb_nobody():
+    """(setpriv, python, script): lib_users as uid 65534 can run it, from a 0755 temp
+    directory, with an interpreter it may execute."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: to run lib_users as uid 65534 and to mount /proc")
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("needs setpriv (util-linux) to run lib_users as uid 65534")
+    tmp = tempfile.mkdtemp(prefix="lib_users_rb_nobody_")
+    try:
+        os.chmod(tmp, 0o755)
+        script = os.path.join(tmp, "lib_users.py")
+        shutil.copyfile(LIB_USERS, script)
+        os.chmod(script, 0o644)
+        for python in ("/usr/bin/python3", sys.executable, shutil.which("python3")):
+            if not python or not os.path.isfile(python):
+                continue
+            probe = _rb_run([], cmd=_rb_as_nobody(setpriv, python, script, "--version"),
+                            cwd="/")
+            if probe.returncode == 0 and probe.stdout.startswith(b"lib_users "):
+                yield setpriv, python, script
+                return
+        pytest.skip("needs a Python interpreter that uid 65534 may run")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rb_as_nobody(setpriv, python, script, *args):
+    return [setpriv, "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
+            python, script] + list(args)
+
+
+# Run a command with something else mounted on /proc, in a private mount namespace:
+# sh -c SCRIPT sh KIND OPTION COMMAND...; exit 97 when the mount fails.
+_RB_MOUNT_SCRIPT = """
+kind=$1; option=$2; shift 2
+case $kind in
+  proc) mount -t proc -o "$option" proc /proc || exit 97 ;;
+  tmpfs) mount -t tmpfs -o size=64k,mode=0755 lib_users_rb /proc || exit 97 ;;
+  bind) mount --bind "$option" /proc || exit 97 ;;
+esac
+cd /
+exec "$@"
+"""
+
+
+def _rb_with_proc(kind, option, command):
+    """Run `command` with /proc replaced in a private mount namespace (and, if a plain
+    mount of procfs is refused, in a new PID namespace too). Skips with the reason if
+    neither can be set up."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("needs unshare (util-linux) for a private mount namespace")
+    tries = ([unshare, "-m", "--propagation", "private"],
+             [unshare, "-m", "-p", "-f", "--propagation", "private"])
+    reasons = []
+    for prefix in tries if kind == "proc" else tries[:1]:
+        cmd = prefix + ["sh", "-c", _RB_MOUNT_SCRIPT, "sh", kind, option] + command
+        result = _rb_run([], cmd=cmd, limit_memory=False)
+        if result.returncode != 97 and not result.stderr.startswith(b"unshare:"):
+            return result
+        reasons.append("%s: %s" % (" ".join(prefix[1:]), result.stderr.decode(
+            "utf-8", "replace").strip()))
+    pytest.skip("cannot mount %s on /proc in a private namespace: %s" % (
+        kind + (" -o " + option if kind == "proc" else ""), "; ".join(reasons)))
+
+
+def _rb_warnings(result):
+    return [line for line in result.stderr.decode("utf-8", "replace").splitlines()
+            if not line.startswith("lib_users: reboot needed: ")]
+
+
+def test_rb_unprivileged_scan_warns(_rb_nobody):
+    result = _rb_run([], cmd=_rb_as_nobody(*_rb_nobody), cwd="/")
+    assert result.returncode == 0, result
+    assert _rb_stderr_problem(result.stderr, 0) is None, result
+    warnings = _rb_warnings(result)
+    assert len(warnings) == 1 and "could not be read" in warnings[0], result
+
+
+@pytest.mark.parametrize("hidepid", ["invisible", "noaccess", "ptraceable"])
+def test_rb_hidepid_proc_warns_and_succeeds(_rb_nobody, hidepid):
+    result = _rb_with_proc("proc", "hidepid=" + hidepid, _rb_as_nobody(*_rb_nobody))
+    assert _rb_stderr_problem(result.stderr, result.returncode) is None, result
+    warnings = _rb_warnings(result)
+    assert result.returncode == 0, (hidepid, result)
+    assert len(warnings) == 1, (hidepid, result)
+    assert "could not be read" in warnings[0] or "hidden" in warnings[0], (hidepid, result)
+
+
+def test_rb_hidepid_invisible_with_own_stale_process(_rb_nobody, _rb_libz, _rb_tmp,
+                                                     _rb_spawn):
+    # Our own process is visible and reported; the others are hidden, which is said.
+    _setpriv, python, _script = _rb_nobody
+    if sys.version_info >= (3, 9):
+        kwargs = {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+    else:
+        kwargs = {"preexec_fn": lambda: (os.setgroups([]), os.setgid(NOBODY),
+                                         os.setuid(NOBODY))}
+    child, _argv = _rb_stale_child(_rb_spawn, _rb_tmp, _rb_libz, "nobody", python=python,
+                                   cwd="/", **kwargs)
+    result = _rb_with_proc("proc", "hidepid=invisible",
+                           _rb_as_nobody(*_rb_nobody) + ["-v"])
+    assert result.returncode == 0, result
+    assert child.pid in _rb_text_pids(result.stdout), result
+    warnings = _rb_warnings(result)
+    assert len(warnings) == 1, result
+    assert "could not be read" in warnings[0] or "hidden" in warnings[0], result
+    # A monitor learns that the scan did not see everything.
+    result = _rb_with_proc("proc", "hidepid=invisible",
+                           _rb_as_nobody(*_rb_nobody) + ["--json"])
+    assert result.returncode == 0, result
+    doc = json.loads(result.stdout.decode("ascii"))
+    assert doc["complete"] is False, doc
+    assert [g["pids"] for g in doc["groups"]] == [[child.pid]], doc
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "bind"])
+def test_rb_proc_that_is_not_procfs(_rb_nobody, _rb_tmp, kind):
+    _setpriv, python, script = _rb_nobody
+    empty = os.path.join(_rb_tmp, "empty")
+    os.mkdir(empty)
+    for args, status in (([], 1), (["--nagios"], 3), (["--json"], 1)):
+        result = _rb_with_proc(kind, empty, [python, script] + args)
+        assert result.returncode == status, (kind, args, result)
+        assert _rb_stderr_problem(result.stderr, result.returncode) is None, result
+        message = (result.stdout if "--nagios" in args else result.stderr).decode()
+        assert message.count("\n") == 1 and "/proc" in message, (kind, args, result)
+        if "--nagios" in args:
+            assert message.startswith("LIB_USERS UNKNOWN - "), result
+        else:
+            assert message.startswith("lib_users: ") and result.stdout == b"", result
+
+
+def test_rb_empty_proc_dir(tmp_path):
+    empty = str(tmp_path)
+    for args, status in (([], 1), (["--json"], 1), (["--nagios"], 3), (["--fds"], 1)):
+        result = _rb_run(["--proc", empty] + args)
+        assert result.returncode == status, (args, result)
+        if "--nagios" not in args:
+            assert result.stdout == b"", result
+            lines = result.stderr.decode().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("lib_users: "), result
+            assert empty in lines[0], result
+
+
+# ---- output that cannot be written ---------------------------------------------------------
+
+def _rb_id(args):
+    return " ".join(args) or "default"
+
+
+_RB_PRINTING = ([], ["-s"], ["-m"], ["--json"], ["-S"], ["--fds"], ["--nagios"],
+                ["--prometheus"], ["--help"], ["--version"], ["--nagios", "--bogus"],
+                ["--nagios", "-c", "x"], ["-v", "-S", "-s"])
+
+
+@pytest.mark.parametrize("args", _RB_PRINTING, ids=_rb_id)
+def test_rb_full_disk_is_one_line_error(args):
+    with open("/dev/full", "wb") as full:
+        result = _rb_run(["--proc", os.path.join(TESTDATA, "proc-basic")] + args,
+                         stdout=full)
+    assert result.returncode != 0, result
+    assert b"Traceback" not in result.stderr, result
+    lines = result.stderr.decode("utf-8", "replace").splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lib_users: "), result
+    assert os.strerror(errno.ENOSPC) in lines[0], result
+
+
+@pytest.mark.parametrize("args", _RB_PRINTING, ids=_rb_id)
+def test_rb_closed_pipe_is_quiet(args):
+    argv = ["--proc", os.path.join(TESTDATA, "proc-basic")] + args
+    expected = _rb_run(argv)
+    assert expected.stdout, expected  # prints something
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = _rb_run(argv, stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (expected.returncode, b""), result
+
+
+@pytest.fixture(scope="module")
+def _rb_many_groups(tmp_path_factory):
+    """A tree with 3000 processes, each its own group: output far past a pipe buffer."""
+    root = tmp_path_factory.mktemp("rb_many") / "proc"
+    spec = {"stat": _rb_root_stat()}
+    for pid in range(10000, 13000):
+        spec[str(pid)] = {
+            "maps": _rb_maps_line(b"/usr/lib/x86_64-linux-gnu/libworker-%d.so.1 (deleted)"
+                                  % pid, pid) + b"\n",
+            "cmdline": b"/usr/bin/worker\0--id\0%d\0--name\0worker number %d\0" % (pid, pid)}
+    path = _rb_tree(root, spec)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("args", [[], ["-s"], ["-m"], ["--json"], ["-S", "-s"],
+                                  ["--nagios", "-v"]], ids=_rb_id)
+def test_rb_reader_gone_after_first_line_is_quiet(_rb_many_groups, args):
+    argv = ["--proc", _rb_many_groups] + args
+    expected = _rb_run(argv)
+    assert len(expected.stdout) > 2 * 65536 and expected.stderr == b"", expected
+    result = _rb_run(argv, first_line_only=True)
+    assert not result.timed_out, result
+    assert (result.returncode, result.stderr) == (expected.returncode, b""), result
+    assert result.stdout.split(b"\n")[0] == expected.stdout.split(b"\n")[0]
 
 
 # ==== the benchmark =====================================================================

@@ -778,9 +778,14 @@ def deleted_mappings(data, table=FALSE_POSITIVES, verdicts=None):
     """The file-backed mappings in maps bytes that the kernel marks deleted, less false
     positives: {path: Mapping}, one entry per path. `verdicts` may carry is_ignored()'s
     answers from one process to the next (the same libraries recur in every one)."""
-    found = {}
+    found, seen = {}, set()
     verdicts = {} if verdicts is None else verdicts
     for line in _deleted_lines(data):
+        # A library has several mappings (text, data, ...): parse each name once.
+        raw = line.split(None, 5)[-1]
+        if raw in seen:
+            continue
+        seen.add(raw)
         mapping = split_maps_line(line)
         if mapping is None or not mapping.deleted or mapping.path in found:
             continue

@@ -976,8 +976,8 @@ def script_of(argv, exe_name):
 def _first_mapped_path(data):
     """The path of the first file mapping in maps bytes: the executable, which the
     kernel maps below the libraries."""
-    line = data[: data.find(b"\n")] if b"\n" in data else data
-    fields = line.split(None, 5)
+    end = data.find(b"\n")
+    fields = (data if end < 0 else data[:end]).split(None, 5)
     return fields[5] if len(fields) == 6 else b""
 
 
@@ -1062,13 +1062,19 @@ def _start_time(dir_fd, clock):
         return None
 
 
+_INTERPRETER_NAMES = frozenset(os.fsencode(entry[0]) for entry in INTERPRETERS)
+
+
 def _interpreter_in(data):
-    """The base name of the executable in maps bytes if it is a script interpreter."""
+    """The base name of the executable in maps bytes if it is a script interpreter.
+    Asked for every process, so it stays in bytes until it has an answer."""
     exe_path = _first_mapped_path(data)
     if exe_path.endswith(_DELETED):  # the interpreter itself was replaced
         exe_path = exe_path[: -len(_DELETED)]
-    name = os.fsdecode(exe_path.rsplit(b"/", 1)[-1])
-    return name if _interpreter(name) else None
+    name = exe_path[exe_path.rfind(b"/") + 1 :]
+    if name.rstrip(b"0123456789.") not in _INTERPRETER_NAMES:
+        return None
+    return os.fsdecode(name)
 
 
 def _worth_a_look(data, how):
@@ -1100,7 +1106,9 @@ def scan_process(dir_fd, pid, how, ctx, maps=None):
         argv, exe, comm = info.argv, info.exe, info.comm
     else:
         argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
-        exe = _link_or_none(dir_fd, "exe") if found else None
+        # The exe link only tells a deleted executable from a library, which only the
+        # detailed formats show.
+        exe = _link_or_none(dir_fd, "exe") if found and how.services else None
         comm = None
     if script_exe is not None:
         start = info.start_time if info else lambda: _start_time(dir_fd, ctx.clock)

@@ -8,7 +8,6 @@ Run with: python3 -m pytest
 
 import errno
 import functools
-import glob
 import json
 import os
 import pwd
@@ -33,6 +32,40 @@ import lib_users
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIB_USERS = os.path.join(HERE, "lib_users.py")
 TESTDATA = os.path.join(HERE, "testdata")
+
+# Where libz may live when the dynamic linker cannot be asked. Tests copy it; they never
+# touch it.
+LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
+            "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+            "/lib64", "/usr/lib64", "/lib", "/usr/lib", "/usr/local/lib")
+
+
+def find_libz():
+    """The path of the real libz shared library, or None.
+
+    Asked of the dynamic linker first: a Python that loads libz with ctypes shows the
+    file it mapped in its own /proc/self/maps. Standard library directories after that.
+    """
+    code = ("import ctypes, ctypes.util, sys\n"
+            "name = ctypes.util.find_library('z')\n"
+            "name and ctypes.CDLL(name)\n"
+            "sys.stdout.write(open('/proc/self/maps').read())\n")
+    try:
+        maps = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                              text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        maps = ""
+    for line in maps.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6 and os.path.basename(fields[5]).startswith("libz.so"):
+            if os.path.isfile(fields[5]):
+                return fields[5]
+    for directory in LIB_DIRS:
+        for name in ("libz.so.1", "libz.so"):
+            path = os.path.join(directory, name)
+            if os.path.isfile(path):
+                return os.path.realpath(path)
+    return None
 
 
 # ==== parsing /proc text and the command line on fixture trees ==========================
@@ -2052,14 +2085,7 @@ def _svc_spawn(children, argv, cwd=None):
     return child
 
 
-def _svc_find_libz():
-    for pattern in ("/lib/*-linux-gnu*/libz.so.1", "/usr/lib/*-linux-gnu*/libz.so.1",
-                    "/lib64/libz.so.1", "/usr/lib64/libz.so.1", "/lib/libz.so.1",
-                    "/usr/lib/libz.so.1"):
-        for path in sorted(glob.glob(pattern)):
-            if os.path.isfile(path):
-                return os.path.realpath(path)
-    pytest.skip("no libz.so.1 to copy")
+
 
 
 _SVC_LOADER = ("import ctypes, sys\nctypes.CDLL(sys.argv[1])\n"
@@ -2068,7 +2094,7 @@ _SVC_LOADER = ("import ctypes, sys\nctypes.CDLL(sys.argv[1])\n"
 
 def _svc_load_copy(children, tmp):
     lib = os.path.join(tmp, "libz.so.1")
-    shutil.copyfile(_svc_find_libz(), lib)
+    shutil.copyfile(find_libz() or pytest.skip("no libz.so.1 to copy"), lib)
     child = _svc_spawn(children, [sys.executable, "-c", _SVC_LOADER, lib])
     with open("/proc/%d/maps" % child.pid) as maps:
         assert lib in maps.read()
@@ -2620,41 +2646,12 @@ sys.stdin.read()
 
 _LIVE_STARTUP_LIMIT = 60  # seconds; only a guard against hanging forever, never asserted
 
-# Where libz may live when the dynamic linker cannot be asked.
-_LIVE_LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
-                  "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-                  "/lib64", "/usr/lib64", "/lib", "/usr/lib", "/usr/local/lib")
 
 
 # ---- helpers ---------------------------------------------------------------------------
 
 
-def _live_find_libz():
-    """The path of the real libz shared library, or None.
 
-    Asked of the dynamic linker first: a Python that loads libz with ctypes shows the
-    file it mapped in its own /proc/self/maps. Standard library directories after that.
-    """
-    code = ("import ctypes, ctypes.util, sys\n"
-            "name = ctypes.util.find_library('z')\n"
-            "name and ctypes.CDLL(name)\n"
-            "sys.stdout.write(open('/proc/self/maps').read())\n")
-    try:
-        maps = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                              text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        maps = ""
-    for line in maps.splitlines():
-        fields = line.split(None, 5)
-        if len(fields) == 6 and os.path.basename(fields[5]).startswith("libz.so"):
-            if os.path.isfile(fields[5]):
-                return fields[5]
-    for directory in _LIVE_LIB_DIRS:
-        for name in ("libz.so.1", "libz.so"):
-            path = os.path.join(directory, name)
-            if os.path.isfile(path):
-                return os.path.realpath(path)
-    return None
 
 
 def _live_copy(src, dst, mode=0o644):
@@ -2829,7 +2826,7 @@ def _live_stale_child(spawn, tmp, libz, *extra):
 @pytest.fixture(scope="session")
 def _live_libz():
     """The path of the real libz; these tests only ever copy it."""
-    path = _live_find_libz()
+    path = find_libz()
     if path is None:
         pytest.skip("needs libz (the zlib shared library)")
     return path
@@ -3229,9 +3226,6 @@ _RB_FUZZ_TREES = 1600  # in-process, every mode each
 _RB_CLI_TREES = 5  # of those, also through the command line, every mode each
 _RB_SEED = "lib_users-robust-1"
 
-_RB_LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
-                "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-                "/lib64", "/usr/lib64", "/lib", "/usr/lib", "/usr/local/lib")
 
 
 # ---- running the command -----------------------------------------------------------------
@@ -3746,35 +3740,13 @@ def _rb_extra_args(rng, spec):
 # ---- fixtures ------------------------------------------------------------------------------
 
 
-def _rb_find_libz():
-    """The path of the real libz shared library, or None (the dynamic linker asked
-    first, through the maps of a Python that loaded it)."""
-    code = ("import ctypes, ctypes.util, sys\n"
-            "name = ctypes.util.find_library('z')\n"
-            "name and ctypes.CDLL(name)\n"
-            "sys.stdout.write(open('/proc/self/maps').read())\n")
-    try:
-        maps = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                              text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        maps = ""
-    for line in maps.splitlines():
-        fields = line.split(None, 5)
-        if len(fields) == 6 and os.path.basename(fields[5]).startswith("libz.so"):
-            if os.path.isfile(fields[5]):
-                return fields[5]
-    for directory in _RB_LIB_DIRS:
-        for name in ("libz.so.1", "libz.so"):
-            path = os.path.join(directory, name)
-            if os.path.isfile(path):
-                return os.path.realpath(path)
-    return None
+
 
 
 @pytest.fixture(scope="module")
 def _rb_libz():
     """The real libz; only ever copied, never touched."""
-    path = _rb_find_libz()
+    path = find_libz()
     if path is None:
         pytest.skip("needs libz (the zlib shared library) to map a deleted private copy")
     return path

@@ -2834,7 +2834,8 @@ def _live_libz():
 
 @pytest.fixture
 def _live_tmp():
-    """A temporary directory readable by every user, removed afterwards."""
+    """A temporary directory readable by every user, removed afterwards. Not under a
+    directory whose deleted files lib_users ignores (such as /dev/shm)."""
     base = tempfile.gettempdir()
     if lib_users.is_ignored(os.path.join(base, "lib_users_live_x", "libz.so.1")):
         base = "/var/tmp"  # e.g. TMPDIR=/dev/shm: deleted files there are not reported
@@ -3743,30 +3744,6 @@ def _rb_extra_args(rng, spec):
 
 
 
-@pytest.fixture(scope="module")
-def _rb_libz():
-    """The real libz; only ever copied, never touched."""
-    path = find_libz()
-    if path is None:
-        pytest.skip("needs libz (the zlib shared library) to map a deleted private copy")
-    return path
-
-
-@pytest.fixture
-def _rb_tmp():
-    """A temporary directory readable by every user, removed afterwards. Not under a
-    directory whose deleted files lib_users ignores (such as /dev/shm)."""
-    base = tempfile.gettempdir()
-    if lib_users.is_ignored(os.path.join(base, "lib_users_rb_x", "libz.so.1")):
-        base = "/var/tmp"
-    path = tempfile.mkdtemp(prefix="lib_users_rb_", dir=base)
-    try:
-        os.chmod(path, 0o755)
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 # The long-lived child: maps argv[1] (a private copy of libz), says "ready", and waits
 # until its stdin is closed (or it is killed).
 _RB_STALE_CHILD = (
@@ -3890,15 +3867,15 @@ def _rb_process_group(pid):
         return None
 
 
-def test_rb_churn_never_loses_a_stale_process(_rb_libz, _rb_tmp, _rb_spawn):
+def test_rb_churn_never_loses_a_stale_process(_live_libz, _live_tmp, _rb_spawn):
     stale = {}
     for tag in ("a", "b", "c"):
-        child, argv = _rb_stale_child(_rb_spawn, _rb_tmp, _rb_libz, "churn-" + tag)
+        child, argv = _rb_stale_child(_rb_spawn, _live_tmp, _live_libz, "churn-" + tag)
         stale[child.pid] = argv
     baseline = _rb_unreadable_pids()  # e.g. a PID 1 that not even root may read
 
-    copy = os.path.join(_rb_tmp, "libz-churner.so.1")
-    shutil.copyfile(_rb_libz, copy)
+    copy = os.path.join(_live_tmp, "libz-churner.so.1")
+    shutil.copyfile(_live_libz, copy)
     # In a session of its own, so that its children are known by their process group.
     churner = _rb_spawn([sys.executable, "-c", _RB_CHURNER, copy,
                          str(_RB_CHURN_SECONDS + 30), "300000", "64"],
@@ -3992,8 +3969,8 @@ def _rb_assert_gone(dir_fd, pid, what):
         lib_users.deleted_open_files(dir_fd)
 
 
-def test_rb_process_gone_after_listing_is_skipped(_rb_libz, _rb_tmp, _rb_spawn):
-    child, argv = _rb_stale_child(_rb_spawn, _rb_tmp, _rb_libz, "gone")
+def test_rb_process_gone_after_listing_is_skipped(_live_libz, _live_tmp, _rb_spawn):
+    child, argv = _rb_stale_child(_rb_spawn, _live_tmp, _live_libz, "gone")
     pid = child.pid
     dir_fd = lib_users._open_pid_dir(pid, lib_users.PROC)
     try:
@@ -4014,9 +3991,9 @@ def test_rb_process_gone_after_listing_is_skipped(_rb_libz, _rb_tmp, _rb_spawn):
         lib_users.get_process_files(pid)
 
 
-def test_rb_zombie_is_skipped_quietly(_rb_libz, _rb_tmp, _rb_spawn):
+def test_rb_zombie_is_skipped_quietly(_live_libz, _live_tmp, _rb_spawn):
     # Killed but not reaped: maps and cmdline read empty.
-    child, _argv = _rb_stale_child(_rb_spawn, _rb_tmp, _rb_libz, "zombie")
+    child, _argv = _rb_stale_child(_rb_spawn, _live_tmp, _live_libz, "zombie")
     child.kill()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -4034,17 +4011,17 @@ def test_rb_zombie_is_skipped_quietly(_rb_libz, _rb_tmp, _rb_spawn):
     assert _rb_stderr_problem(cli.stderr, 0) is None and b"could not" not in cli.stderr, cli
 
 
-def test_rb_reused_pid_is_never_mixed(_rb_libz, _rb_tmp, _rb_spawn):
+def test_rb_reused_pid_is_never_mixed(_live_libz, _live_tmp, _rb_spawn):
     if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
         pytest.skip("needs root and /proc/sys/kernel/ns_last_pid to hand a PID out again")
-    old, _old_argv = _rb_stale_child(_rb_spawn, _rb_tmp, _rb_libz, "old")
+    old, _old_argv = _rb_stale_child(_rb_spawn, _live_tmp, _live_libz, "old")
     pid = old.pid
     dir_fd = lib_users._open_pid_dir(pid, lib_users.PROC)
     try:
         old.kill()
         old.wait()
-        copy = os.path.join(_rb_tmp, "libz-new.so.1")
-        shutil.copyfile(_rb_libz, copy)
+        copy = os.path.join(_live_tmp, "libz-new.so.1")
+        shutil.copyfile(_live_libz, copy)
         new_argv = [sys.executable, "-c", _RB_STALE_CHILD, copy, "rb-new"]
         new = None
         for _attempt in range(50):
@@ -4509,7 +4486,7 @@ def test_rb_hidepid_proc_warns_and_succeeds(_rb_nobody, hidepid):
     assert "could not be read" in warnings[0] or "hidden" in warnings[0], (hidepid, result)
 
 
-def test_rb_hidepid_invisible_with_own_stale_process(_rb_nobody, _rb_libz, _rb_tmp,
+def test_rb_hidepid_invisible_with_own_stale_process(_rb_nobody, _live_libz, _live_tmp,
                                                      _rb_spawn):
     # Our own process is visible and reported; the others are hidden, which is said.
     _setpriv, python, _script = _rb_nobody
@@ -4518,7 +4495,7 @@ def test_rb_hidepid_invisible_with_own_stale_process(_rb_nobody, _rb_libz, _rb_t
     else:
         kwargs = {"preexec_fn": lambda: (os.setgroups([]), os.setgid(NOBODY),
                                          os.setuid(NOBODY))}
-    child, _argv = _rb_stale_child(_rb_spawn, _rb_tmp, _rb_libz, "nobody", python=python,
+    child, _argv = _rb_stale_child(_rb_spawn, _live_tmp, _live_libz, "nobody", python=python,
                                    cwd="/", **kwargs)
     result = _rb_with_proc("proc", "hidepid=invisible",
                            _rb_as_nobody(*_rb_nobody) + ["-v"])
@@ -4537,9 +4514,9 @@ def test_rb_hidepid_invisible_with_own_stale_process(_rb_nobody, _rb_libz, _rb_t
 
 
 @pytest.mark.parametrize("kind", ["tmpfs", "bind"])
-def test_rb_proc_that_is_not_procfs(_rb_nobody, _rb_tmp, kind):
+def test_rb_proc_that_is_not_procfs(_rb_nobody, _live_tmp, kind):
     _setpriv, python, script = _rb_nobody
-    empty = os.path.join(_rb_tmp, "empty")
+    empty = os.path.join(_live_tmp, "empty")
     os.mkdir(empty)
     for args, status in (([], 1), (["--nagios"], 3), (["--json"], 1)):
         result = _rb_with_proc(kind, empty, [python, script] + args)

@@ -102,10 +102,6 @@ def _read_at(dir_fd, name):
         os.close(fd)
 
 
-def _readlink_at(dir_fd, name):
-    return os.readlink(name, dir_fd=dir_fd)
-
-
 def _open_pid_dir(pid, proc):
     """Open /proc/PID; NoSuchProcess if it is gone, AccessDenied if not allowed."""
     try:
@@ -491,13 +487,37 @@ def _file_type(mode, target):
     return "unknown"
 
 
+def _stat_in_root(dir_fd, path):
+    """os.stat of a path as the process sees it: through /proc/PID/root, in its own
+    mount namespace. Relative paths are taken from its working directory."""
+    base = b"root" if path.startswith("/") else b"cwd/"
+    return os.stat(base + os.fsencode(path), dir_fd=dir_fd)
+
+
+def _root_readable(dir_fd):
+    """Whether the process's root can be looked in (not in a fixture tree, for one)."""
+    try:
+        os.stat("root", dir_fd=dir_fd)
+        return True
+    except OSError:
+        return False
+
+
+def _file_id(st):
+    return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+
+
+def _file_id_in_root(dir_fd, path):
+    """(major, minor, inode) of the file at `path` as the process sees it, or None."""
+    try:
+        return _file_id(_stat_in_root(dir_fd, path))
+    except (OSError, ValueError):  # ValueError: a NUL, in a --proc tree only
+        return None
+
+
 def _same_file(dir_fd, path, st):
     """True if `path`, looked up in the process's root, is the file `st` describes."""
-    try:
-        other = os.stat(b"root" + os.fsencode(path), dir_fd=dir_fd)
-    except (OSError, ValueError):
-        return False
-    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
+    return _file_id_in_root(dir_fd, path) == _file_id(st)
 
 
 def get_file_info(ref, proc=PROC):
@@ -696,6 +716,13 @@ FALSE_POSITIVES = (
 def glob_match(pattern, name):
     """Shell-style matching of a path: `*` matches within one path component, `**`
     across components, `?` one character but '/', `[...]` one character of a set."""
+    # The literal head and tail settle most names at once, however long they are.
+    cuts = [i for i in (pattern.find("*"), pattern.find("?"), pattern.find("[")) if i >= 0]
+    if not name.startswith(pattern[: min(cuts, default=len(pattern))]):
+        return False
+    last = max(pattern.rfind("*"), pattern.rfind("?"), pattern.rfind("]"))
+    if last >= 0 and not name.endswith(pattern[last + 1 :]):
+        return False
     return _glob_at(pattern, 0, name, 0)
 
 
@@ -800,15 +827,8 @@ def deleted_mappings(data, table=FALSE_POSITIVES, verdicts=None):
 def _still_linked(dir_fd, mapping):
     """True if a file really named "PATH (deleted)" is the mapped file: the kernel's
     marker and such a name look the same in maps. Looked up in the process's own root."""
-    name = os.fsencode(mapping.path) + _DELETED
-    if not name.startswith(b"/"):
-        return False
-    try:
-        st = os.stat(b"root" + name, dir_fd=dir_fd)
-    except (OSError, ValueError):
-        return False
-    return (st.st_ino == mapping.inode
-            and (os.major(st.st_dev), os.minor(st.st_dev)) == mapping.dev)
+    return (mapping.path.startswith("/") and
+            _file_id_in_root(dir_fd, mapping.path + " (deleted)") == mapping.dev + (mapping.inode,))
 
 
 def file_kind(path, exe):
@@ -875,19 +895,10 @@ def deleted_open_files(dir_fd, table=FALSE_POSITIVES, sizes=True):
                 continue  # closed since the listing
             # A name that ends in " (deleted)" but still has links is not deleted.
             if stat.S_ISREG(st.st_mode) and st.st_nlink == 0:
-                found[path] = FileUse(path, "fd", st.st_size,
-                                      (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino),
-                                      None)
+                found[path] = FileUse(path, "fd", st.st_size, _file_id(st), None)
     finally:
         os.close(fd_dir)
     return found
-
-
-def _stat_in_root(dir_fd, path):
-    """os.stat of a path as the process sees it: through /proc/PID/root, in its own
-    mount namespace. Relative paths are taken from its working directory."""
-    base = b"root" if path.startswith("/") else b"cwd/"
-    return os.stat(base + os.fsencode(path), dir_fd=dir_fd)
 
 
 def is_replaced(dir_fd, path):
@@ -900,11 +911,7 @@ def is_replaced(dir_fd, path):
         pass
     except (OSError, ValueError):  # ValueError: a NUL, in a --proc tree only
         return None
-    try:  # is the root itself there to look in? (not in a fixture tree, for one)
-        os.stat("root", dir_fd=dir_fd)
-    except OSError:
-        return None
-    return False
+    return False if _root_readable(dir_fd) else None
 
 
 # Interpreters whose scripts are named on their command line, by the base name of their
@@ -994,9 +1001,7 @@ def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
     try:
         st = _stat_in_root(dir_fd, script)
     except FileNotFoundError:
-        try:
-            os.stat("root", dir_fd=dir_fd)
-        except OSError:
+        if not _root_readable(dir_fd):
             return None  # nothing to look in (a fixture tree): no verdict
         return FileUse(script, "script", None, None, False)
     except OSError:
@@ -1011,8 +1016,7 @@ def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
     # not a changed one.
     if start_time is None or changed <= start_time + 1:
         return None
-    return FileUse(script, "script", st.st_size,
-                   (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino), True)
+    return FileUse(script, "script", st.st_size, _file_id(st), True)
 
 
 class Finding(_Record):
@@ -1614,11 +1618,6 @@ def render_json(report):
     doc["processes"] = [_process_doc(f) for f in
                         sorted(report.scan.findings, key=lambda f: f.pid)]
     return dumps_json(doc) + "\n"
-
-
-def _common(values):
-    values = set(values)
-    return values.pop() if len(values) == 1 else None
 
 
 def _placement_doc(place):

@@ -3222,7 +3222,7 @@ _RB_FORBIDDEN = frozenset(
 
 _RB_MAX_RSS_KIB = 200 * 1024  # generous: a scan of a small tree needs about 20 MiB
 _RB_ADDRESS_LIMIT = 1 << 30  # a runaway child fails instead of eating the machine
-_RB_CHURN_SECONDS = 10
+_RB_CHURN_SECONDS = 6
 _RB_FUZZ_TREES = 1600  # in-process, every mode each
 _RB_CLI_TREES = 5  # of those, also through the command line, every mode each
 _RB_SEED = "lib_users-robust-1"
@@ -3754,39 +3754,6 @@ _RB_STALE_CHILD = (
     "sys.stdin.read()\n")
 
 
-@pytest.fixture
-def _rb_spawn():
-    """spawn(argv, ready=True, **popen_kwargs) -> Popen. Every child is killed (by its
-    PID, through Popen) and reaped afterwards."""
-    children = []
-
-    def spawn(argv, ready=True, **kwargs):
-        child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, **kwargs)
-        children.append(child)
-        if ready:
-            _rb_wait_ready(child)
-        return child
-
-    try:
-        yield spawn
-    finally:
-        for child in children:
-            child.kill()
-            child.wait()
-            for pipe in (child.stdin, child.stdout, child.stderr):
-                pipe.close()
-
-
-def _rb_wait_ready(child, timeout=60):
-    ready, _, _ = select.select([child.stdout], [], [], timeout)
-    line = child.stdout.readline() if ready else b""
-    if line != b"ready\n":
-        child.kill()
-        child.wait()
-        pytest.fail("child %d did not get ready: %r" % (child.pid, child.stderr.read()))
-
-
 def _rb_deleted_in_maps(pid, path):
     with open("/proc/%d/maps" % pid, "rb") as maps:
         return os.fsencode(path) + b" (deleted)" in maps.read()
@@ -3867,17 +3834,17 @@ def _rb_process_group(pid):
         return None
 
 
-def test_rb_churn_never_loses_a_stale_process(_live_libz, _live_tmp, _rb_spawn):
+def test_rb_churn_never_loses_a_stale_process(_live_libz, _live_tmp, _live_spawn):
     stale = {}
     for tag in ("a", "b", "c"):
-        child, argv = _rb_stale_child(_rb_spawn, _live_tmp, _live_libz, "churn-" + tag)
+        child, argv = _rb_stale_child(_live_spawn, _live_tmp, _live_libz, "churn-" + tag)
         stale[child.pid] = argv
     baseline = _rb_unreadable_pids()  # e.g. a PID 1 that not even root may read
 
     copy = os.path.join(_live_tmp, "libz-churner.so.1")
     shutil.copyfile(_live_libz, copy)
     # In a session of its own, so that its children are known by their process group.
-    churner = _rb_spawn([sys.executable, "-c", _RB_CHURNER, copy,
+    churner = _live_spawn([sys.executable, "-c", _RB_CHURNER, copy,
                          str(_RB_CHURN_SECONDS + 30), "300000", "64"],
                         start_new_session=True)
     os.unlink(copy)
@@ -3962,15 +3929,15 @@ def _rb_assert_gone(dir_fd, pid, what):
             pytest.fail("%s: %s read %r" % (what, name, data[:200]))
     for name in ("exe", "cwd", "root"):
         with pytest.raises(_RB_GONE):
-            lib_users._readlink_at(dir_fd, name)
+            os.readlink(name, dir_fd=dir_fd)
     with pytest.raises(_RB_GONE):
         lib_users.process_info(dir_fd, pid, lib_users._Clock(lib_users.PROC), {})
     with pytest.raises(_RB_GONE):
         lib_users.deleted_open_files(dir_fd)
 
 
-def test_rb_process_gone_after_listing_is_skipped(_live_libz, _live_tmp, _rb_spawn):
-    child, argv = _rb_stale_child(_rb_spawn, _live_tmp, _live_libz, "gone")
+def test_rb_process_gone_after_listing_is_skipped(_live_libz, _live_tmp, _live_spawn):
+    child, argv = _rb_stale_child(_live_spawn, _live_tmp, _live_libz, "gone")
     pid = child.pid
     dir_fd = lib_users._open_pid_dir(pid, lib_users.PROC)
     try:
@@ -3991,9 +3958,9 @@ def test_rb_process_gone_after_listing_is_skipped(_live_libz, _live_tmp, _rb_spa
         lib_users.get_process_files(pid)
 
 
-def test_rb_zombie_is_skipped_quietly(_live_libz, _live_tmp, _rb_spawn):
+def test_rb_zombie_is_skipped_quietly(_live_libz, _live_tmp, _live_spawn):
     # Killed but not reaped: maps and cmdline read empty.
-    child, _argv = _rb_stale_child(_rb_spawn, _live_tmp, _live_libz, "zombie")
+    child, _argv = _rb_stale_child(_live_spawn, _live_tmp, _live_libz, "zombie")
     child.kill()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -4011,10 +3978,10 @@ def test_rb_zombie_is_skipped_quietly(_live_libz, _live_tmp, _rb_spawn):
     assert _rb_stderr_problem(cli.stderr, 0) is None and b"could not" not in cli.stderr, cli
 
 
-def test_rb_reused_pid_is_never_mixed(_live_libz, _live_tmp, _rb_spawn):
+def test_rb_reused_pid_is_never_mixed(_live_libz, _live_tmp, _live_spawn):
     if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
         pytest.skip("needs root and /proc/sys/kernel/ns_last_pid to hand a PID out again")
-    old, _old_argv = _rb_stale_child(_rb_spawn, _live_tmp, _live_libz, "old")
+    old, _old_argv = _rb_stale_child(_live_spawn, _live_tmp, _live_libz, "old")
     pid = old.pid
     dir_fd = lib_users._open_pid_dir(pid, lib_users.PROC)
     try:
@@ -4030,14 +3997,14 @@ def test_rb_reused_pid_is_never_mixed(_live_libz, _live_tmp, _rb_spawn):
                     last.write(str(pid - 1))
             except OSError as err:
                 pytest.skip("cannot write ns_last_pid: %s" % err)
-            child = _rb_spawn(new_argv, ready=False)
+            child = _live_spawn(new_argv, ready=False)
             if child.pid == pid:
                 new = child
                 break
             child.kill()
         if new is None:
             pytest.skip("PID %d was not handed out again in 50 tries" % pid)
-        _rb_wait_ready(new)
+        _live_wait_ready(new)
         os.unlink(copy)
         assert _rb_deleted_in_maps(pid, copy)
         # The old descriptor stays with the old process: nothing of the new one.
@@ -4487,7 +4454,7 @@ def test_rb_hidepid_proc_warns_and_succeeds(_rb_nobody, hidepid):
 
 
 def test_rb_hidepid_invisible_with_own_stale_process(_rb_nobody, _live_libz, _live_tmp,
-                                                     _rb_spawn):
+                                                     _live_spawn):
     # Our own process is visible and reported; the others are hidden, which is said.
     _setpriv, python, _script = _rb_nobody
     if sys.version_info >= (3, 9):
@@ -4495,7 +4462,7 @@ def test_rb_hidepid_invisible_with_own_stale_process(_rb_nobody, _live_libz, _li
     else:
         kwargs = {"preexec_fn": lambda: (os.setgroups([]), os.setgid(NOBODY),
                                          os.setuid(NOBODY))}
-    child, _argv = _rb_stale_child(_rb_spawn, _live_tmp, _live_libz, "nobody", python=python,
+    child, _argv = _rb_stale_child(_live_spawn, _live_tmp, _live_libz, "nobody", python=python,
                                    cwd="/", **kwargs)
     result = _rb_with_proc("proc", "hidepid=invisible",
                            _rb_as_nobody(*_rb_nobody) + ["-v"])

@@ -77,15 +77,31 @@ def _read_fd(fd, one_read=False):
     data = os.read(fd, _CHUNK)
     if not data or (one_read and len(data) < _CHUNK):
         return data
-    # A long file: make sure it ends. procfs files are regular files; a --proc tree
-    # might offer /dev/zero or a pipe instead.
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise OSError(errno.EINVAL, "not a regular file")
     parts = [data]
-    while data:
+    while data and not _ends_maps(data):
+        if len(parts) == _CHECK_AFTER:
+            # A long file: make sure it ends. procfs files are regular files; a --proc
+            # tree might offer /dev/zero or a pipe instead.
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
         data = os.read(fd, _CHUNK)
         parts.append(data)
     return b"".join(parts)
+
+
+# The kernel lists the vsyscall page (x86-64) after every mapping, at an address no file
+# can have, so maps that end with it are complete: one read() less for every process.
+_LAST_MAPS_LINE = b"ffffffffff600000-ffffffffff601000 "
+_CHECK_AFTER = 8
+
+
+def _ends_maps(chunk):
+    """Whether a chunk read from maps ends with the vsyscall line, which comes last.
+    Names in maps have their newlines escaped, so a line starts where the kernel's do."""
+    if not chunk.endswith(b" [vsyscall]\n"):
+        return False
+    start = chunk.rfind(b"\n", 0, -1) + 1
+    return chunk.startswith(_LAST_MAPS_LINE, start)
 
 
 def _read_at(dir_fd, name):
@@ -248,10 +264,11 @@ def _user_name(uid, cache):
     return cache[uid]
 
 
-def process_info(dir_fd, pid, clock, users, argv=None):
-    """ProcessInfo for the process whose /proc/PID directory is open as `dir_fd`.
-    OSError if it is gone or its stat cannot be read."""
-    comm, fields = parse_stat(_read_at(dir_fd, "stat"))
+def process_info(dir_fd, pid, clock, users, argv=None, stat_data=None):
+    """ProcessInfo for the process whose /proc/PID directory is open as `dir_fd`
+    (`argv` and the bytes of its stat where already read). OSError if it is gone or
+    its stat cannot be read."""
+    comm, fields = parse_stat(_read_at(dir_fd, "stat") if stat_data is None else stat_data)
     uid = None
     for line in _read_at(dir_fd, "status").split(b"\n"):
         if line.startswith(b"Uid:"):
@@ -1058,14 +1075,6 @@ class _Context:
         self.own_ns = own_namespaces(proc) if how.services else None
 
 
-def _start_time(dir_fd, clock):
-    """The process's start time, or None where its stat is missing (a saved tree)."""
-    try:
-        return clock.epoch(int(parse_stat(_read_at(dir_fd, "stat"))[1][19]))
-    except FileNotFoundError:
-        return None
-
-
 _INTERPRETER_NAMES = frozenset(os.fsencode(entry[0]) for entry in INTERPRETERS)
 
 
@@ -1100,27 +1109,36 @@ def scan_process(dir_fd, pid, how, ctx, maps=None):
             script_exe = _interpreter_in(data)
     if not found and script_exe is None:
         return None  # the common case: nothing more to read
-    info = None
-    if how.details:
+    argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
+    stat_data = []  # read at most once, and only if needed
+
+    def start_time():
         try:
-            info = process_info(dir_fd, pid, ctx.clock, ctx.users)
+            stat_data.append(_read_at(dir_fd, "stat"))
         except FileNotFoundError:
-            pass  # gone (then the reads below fail too), or a saved tree without stat
-    if info is not None:
-        argv, exe, comm = info.argv, info.exe, info.comm
-    else:
-        argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
-        # The exe link only tells a deleted executable from a library, which only the
-        # detailed formats show.
-        exe = _link_or_none(dir_fd, "exe") if found and how.services else None
-        comm = None
+            return None  # gone, or a saved tree without stat
+        return ctx.clock.epoch(int(parse_stat(stat_data[0])[1][19]))
+
     if script_exe is not None:
-        start = info.start_time if info else lambda: _start_time(dir_fd, ctx.clock)
-        script = stale_script(dir_fd, argv, script_exe, start, ctx.clock.btime)
+        script = stale_script(dir_fd, argv, script_exe, start_time, ctx.clock.btime)
         if script is not None:
             found[script.path] = script
     if not found:
-        return None
+        return None  # an interpreter whose script is as it was: the usual answer
+    info = None
+    if how.details:
+        try:
+            info = process_info(dir_fd, pid, ctx.clock, ctx.users, argv,
+                                stat_data[0] if stat_data else None)
+        except FileNotFoundError:
+            pass  # gone (then the reads below fail too), or a saved tree without stat
+    if info is not None:
+        exe, comm = info.exe, info.comm
+    else:
+        # The exe link only tells a deleted executable from a library, which only the
+        # detailed formats show.
+        exe = _link_or_none(dir_fd, "exe") if how.services else None
+        comm = None
     if not argv:  # an empty argument list: show the command name, as ps does
         if comm is None:
             comm = os.fsdecode(_read_at(dir_fd, "comm").rstrip(b"\n"))

@@ -110,8 +110,12 @@ def _read_at(dir_fd, name):
     Reading /proc/PID files through a descriptor of the /proc/PID directory ties every
     read to one process: once it exits, the directory goes stale (ENOENT/ESRCH) even if
     its PID is reused by a new process, so two processes' data are never mixed.
+    `dir_fd` may also be the directory's path ending in "/" (see _maps_first).
     """
-    fd = os.open(name, _O_FILE, dir_fd=dir_fd)
+    if dir_fd.__class__ is str:
+        fd = os.open(dir_fd + name, _O_FILE)
+    else:
+        fd = os.open(name, _O_FILE, dir_fd=dir_fd)
     try:
         return _read_fd(fd, name in _ONE_READ)
     finally:
@@ -198,6 +202,14 @@ def parse_stat(data):
     if open_ < 0 or close < open_:
         raise ValueError("malformed stat")
     return os.fsdecode(data[open_ + 1 : close]), data[close + 2 :].split()
+
+
+def _start_ticks(data):
+    """The start time (clock ticks after boot) in stat bytes, splitting no further."""
+    close = data.rfind(b")")
+    if close < 0:
+        raise ValueError("malformed stat")
+    return int(data[close + 2 :].split(None, 20)[19])
 
 
 def _proc_error(err, pid):
@@ -508,13 +520,18 @@ def _stat_in_root(dir_fd, path):
     """os.stat of a path as the process sees it: through /proc/PID/root, in its own
     mount namespace. Relative paths are taken from its working directory."""
     base = b"root" if path.startswith("/") else b"cwd/"
+    if dir_fd.__class__ is str:  # a path, as _read_at() takes
+        return os.stat(os.fsencode(dir_fd) + base + os.fsencode(path))
     return os.stat(base + os.fsencode(path), dir_fd=dir_fd)
 
 
 def _root_readable(dir_fd):
     """Whether the process's root can be looked in (not in a fixture tree, for one)."""
     try:
-        os.stat("root", dir_fd=dir_fd)
+        if dir_fd.__class__ is str:  # a path, as _read_at() takes
+            os.stat(dir_fd + "root")
+        else:
+            os.stat("root", dir_fd=dir_fd)
         return True
     except OSError:
         return False
@@ -873,8 +890,6 @@ class FileUse(_Record):
 def deleted_mapped_files(dir_fd, data, table=FALSE_POSITIVES, sizes=False, verdicts=None):
     """{path: FileUse} for the deleted files in the maps bytes of the process open as
     `dir_fd`; sizes (which need CAP_SYS_ADMIN for map_files/) only when asked."""
-    if b"(deleted)" not in data:  # the common case: nothing more to read
-        return {}
     found = {}
     for path, mapping in deleted_mappings(data, table, verdicts).items():
         if _still_linked(dir_fd, mapping):
@@ -997,14 +1012,6 @@ def script_of(argv, exe_name):
     return None
 
 
-def _first_mapped_path(data):
-    """The path of the first file mapping in maps bytes: the executable, which the
-    kernel maps below the libraries."""
-    end = data.find(b"\n")
-    fields = (data if end < 0 else data[:end]).split(None, 5)
-    return fields[5] if len(fields) == 6 else b""
-
-
 def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
     """FileUse of kind "script" if the script an interpreter runs was deleted or
     changed after the process started; None otherwise. Reads metadata only.
@@ -1080,33 +1087,34 @@ _INTERPRETER_NAMES = frozenset(os.fsencode(entry[0]) for entry in INTERPRETERS)
 
 def _interpreter_in(data):
     """The base name of the executable in maps bytes if it is a script interpreter.
-    Asked for every process, so it stays in bytes until it has an answer."""
-    exe_path = _first_mapped_path(data)
-    if exe_path.endswith(_DELETED):  # the interpreter itself was replaced
-        exe_path = exe_path[: -len(_DELETED)]
-    name = exe_path[exe_path.rfind(b"/") + 1 :]
+    The kernel maps the executable first. Asked for every process, so it stays in bytes
+    until it has an answer."""
+    end = data.find(b"\n")
+    if end < 0:
+        end = len(data)
+    if data.endswith(_DELETED, 0, end):  # the interpreter itself was replaced
+        end -= len(_DELETED)
+    name = data[data.rfind(b"/", 0, end) + 1 : end]
     if name.rstrip(b"0123456789.") not in _INTERPRETER_NAMES:
         return None
     return os.fsdecode(name)
-
-
-def _worth_a_look(data, how):
-    """Whether maps bytes can lead to a finding: the quick test every process gets."""
-    return b"(deleted)" in data or (how.scripts and _interpreter_in(data) is not None)
 
 
 def scan_process(dir_fd, pid, how, ctx, maps=None):
     """The Finding for the process whose /proc/PID directory is open as `dir_fd`, or
     None if it uses no deleted file. `maps` is its maps if already read. OSError if it
     cannot be read or is gone."""
-    script_exe = None
     if how.fds:
-        found = deleted_open_files(dir_fd, how.table)
-    else:
-        data = _read_at(dir_fd, "maps") if maps is None else maps
-        found = deleted_mapped_files(dir_fd, data, how.table, how.details, ctx.verdicts)
-        if how.scripts:
-            script_exe = _interpreter_in(data)
+        return _examine(dir_fd, pid, how, ctx, deleted_open_files(dir_fd, how.table), None)
+    data = _read_at(dir_fd, "maps") if maps is None else maps
+    found = deleted_mapped_files(dir_fd, data, how.table, how.details, ctx.verdicts)
+    return _examine(dir_fd, pid, how, ctx, found,
+                    _interpreter_in(data) if how.scripts else None)
+
+
+def _examine(dir_fd, pid, how, ctx, found, script_exe):
+    """scan_process once the deleted files are known (`found`), and `script_exe`, the
+    interpreter the process runs if it is one."""
     if not found and script_exe is None:
         return None  # the common case: nothing more to read
     argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
@@ -1117,7 +1125,7 @@ def scan_process(dir_fd, pid, how, ctx, maps=None):
             stat_data.append(_read_at(dir_fd, "stat"))
         except FileNotFoundError:
             return None  # gone, or a saved tree without stat
-        return ctx.clock.epoch(int(parse_stat(stat_data[0])[1][19]))
+        return ctx.clock.epoch(_start_ticks(stat_data[0]))
 
     if script_exe is not None:
         script = stale_script(dir_fd, argv, script_exe, start_time, ctx.clock.btime)
@@ -1155,11 +1163,13 @@ def scan_process(dir_fd, pid, how, ctx, maps=None):
 
 def _maps_first(proc, pid, how, ctx):
     """scan_process for one PID, reading its maps by path first: most processes need
-    nothing else, so only those that do pay for opening their /proc/PID directory.
+    nothing else.
 
     The maps descriptor stays open meanwhile. A process's maps read empty once it has
-    exited, and its PID cannot be reused before that, so if they still read non-empty
-    after the directory was opened, both belong to the same process.
+    exited, and its PID cannot be reused before that. So if they still read non-empty
+    after its other files were opened, all of them belonged to the same process. The
+    text formats read only a file or two more, by path; the detailed ones read many,
+    through a descriptor of the /proc/PID directory.
     """
     try:
         fd = os.open("%s/%d/maps" % (proc, pid), _O_FILE)
@@ -1167,15 +1177,25 @@ def _maps_first(proc, pid, how, ctx):
         raise NoSuchProcess(pid) from None
     try:
         data = _read_fd(fd)
-        if not _worth_a_look(data, how):
+        # The quick test every process gets: only these can lead to a finding.
+        deleted = b"(deleted)" in data
+        script_exe = _interpreter_in(data) if how.scripts else None
+        if not deleted and script_exe is None:
             return None
-        dir_fd = _open_pid_dir(pid, proc)
+        if how.details or how.services:
+            dir_fd = _open_pid_dir(pid, proc)
+        else:
+            dir_fd = "%s/%d/" % (proc, pid)
         try:
-            if not os.pread(fd, 1, 0):
-                raise NoSuchProcess(pid)  # exited, and the PID may be someone else's
-            return scan_process(dir_fd, pid, how, ctx, data)
+            found = deleted_mapped_files(dir_fd, data, how.table, how.details,
+                                         ctx.verdicts) if deleted else {}
+            finding = _examine(dir_fd, pid, how, ctx, found, script_exe)
         finally:
-            os.close(dir_fd)
+            if dir_fd.__class__ is int:
+                os.close(dir_fd)
+        if not os.pread(fd, 1, 0):
+            raise NoSuchProcess(pid)  # exited, and the PID may be someone else's
+        return finding
     finally:
         os.close(fd)
 

@@ -716,7 +716,7 @@ def read_placement(dir_fd, own_ns, users):
         cgroup = None
     place = placement_of(cgroup, users)
     if place.container is None:
-        mnt, pid = namespaces(dir_fd)
+        pid = _link_or_none(dir_fd, "ns/pid")
         if pid is not None and own_ns[1] is not None and pid != own_ns[1]:
             place.container = "unknown"
     return place
@@ -1591,31 +1591,42 @@ def dumps_json(value, indent=0):
     whole scan of a small machine. Every character outside printable ASCII is escaped,
     so the document is also safe on a terminal.
     """
-    pad, inner = "\n" + "  " * indent, "\n" + "  " * (indent + 1)
+    kind = value.__class__  # exact types first: this runs for every value
+    if kind is str:
+        return _json_string(value)
+    if kind is dict:
+        if not value:
+            return "{}"
+        pad, inner = "\n" + "  " * indent, ",\n" + "  " * (indent + 1)
+        return "{%s%s%s}" % (inner[1:], inner.join(
+            [_json_string(str(k)) + ": " + dumps_json(v, indent + 1)
+             for k, v in value.items()]), pad)
     if value is None:
         return "null"
     if value is True:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, str):
-        return _json_string(value)
-    if isinstance(value, int):
+    if kind is int:
         return repr(value)
-    if isinstance(value, float):  # JSON has no NaN or infinity
-        return repr(value) if value - value == 0 else "null"
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        items = ("%s%s: %s" % (inner, _json_string(str(k)), dumps_json(v, indent + 1))
-                 for k, v in value.items())
-        return "{%s%s}" % (",".join(items), pad)
-    if isinstance(value, (list, tuple)):
+    if kind is list or kind is tuple:
         if not value:
             return "[]"
-        if all(isinstance(v, (int, str)) for v in value):
-            return "[%s]" % ", ".join(dumps_json(v) for v in value)
-        return "[%s%s]" % (",".join(inner + dumps_json(v, indent + 1) for v in value), pad)
+        if all(v.__class__ is int or v.__class__ is str for v in value):
+            return "[%s]" % ", ".join([dumps_json(v) for v in value])
+        pad, inner = "\n" + "  " * indent, ",\n" + "  " * (indent + 1)
+        return "[%s%s%s]" % (inner[1:], inner.join([dumps_json(v, indent + 1) for v in value]),
+                             pad)
+    if isinstance(value, int):  # bool was answered above; an int subclass
+        return repr(int(value))
+    if isinstance(value, float):  # JSON has no NaN or infinity
+        return repr(value) if value - value == 0 else "null"
+    if isinstance(value, str):
+        return _json_string(str(value))
+    if isinstance(value, dict):
+        return dumps_json(dict(value), indent)
+    if isinstance(value, (list, tuple)):
+        return dumps_json(list(value), indent)
     raise TypeError("cannot serialise %s as JSON" % type(value).__name__)
 
 

@@ -282,6 +282,48 @@ def test_fx_large_maps_file(tmp_path):
     assert out == '4321 "/usr/bin/bigapp" uses %s\n' % ",".join(sorted(deleted))
 
 
+_FX_VSYSCALL = b"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0" + b" " * 18 + b"[vsyscall]\n"
+
+
+def test_fx_maps_end_at_the_kernels_vsyscall_line_only():
+    """The vsyscall page comes last in maps, at an address no file has: a chunk that ends
+    with its line ends the file. A file name cannot fake that line: names ending in
+    "[vsyscall]" sit on lines with other addresses, and a newline in a name is escaped."""
+    lib = _fx_line(b"/usr/lib/libc.so.6") + b"\n"
+    assert lib_users._ends_maps(lib + _FX_VSYSCALL)
+    assert lib_users._ends_maps(_FX_VSYSCALL)
+    assert not lib_users._ends_maps(lib)
+    assert not lib_users._ends_maps(_fx_line(b"/tmp/x [vsyscall]") + b"\n")
+    assert not lib_users._ends_maps(
+        _fx_line(b"/tmp/x\\012" + _FX_VSYSCALL[:-1].replace(b" ", b"\\040")) + b"\n")
+    assert not lib_users._ends_maps(_FX_VSYSCALL[10:])  # its start in an earlier chunk
+
+
+def test_fx_maps_reading_stops_at_the_vsyscall_line():
+    """No read() after the vsyscall line: a non-blocking pipe that stays open would fail
+    with EAGAIN if one were made. Without the line, reading goes on to the end."""
+    body = b"".join(_fx_line(b"/usr/lib/libm%d.so" % i) + b"\n" for i in range(40))
+    read_end, write_end = os.pipe()
+    try:
+        os.set_blocking(read_end, False)
+        os.write(write_end, body + _FX_VSYSCALL)
+        assert lib_users._read_fd(read_end) == body + _FX_VSYSCALL
+        os.write(write_end, body)
+        with pytest.raises(BlockingIOError):
+            lib_users._read_fd(read_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_fx_start_ticks_reads_field_22_past_any_comm():
+    for comm in (b"cat", b"a) (b c", b") 1 2 3 (", b"x\ny"):
+        data = b"4242 (" + comm + b") S " + b" ".join(b"%d" % i for i in range(4, 53)) + b"\n"
+        assert lib_users._start_ticks(data) == int(lib_users.parse_stat(data)[1][19]) == 22
+    with pytest.raises(ValueError):
+        lib_users._start_ticks(b"4242 cat S 1 2 3")
+
+
 # ---- detection: false positives ---------------------------------------------------------
 
 _FX_NEAR_MISSES = (
@@ -2941,6 +2983,18 @@ def test_live_deleted_library_is_reported(_live_libz, _live_tmp, _live_spawn):
     assert result.returncode == 0
     assert _live_machine_line(result.stdout, child.pid) == [
         pid, copy, _live_argv_text(argv)]
+
+
+def test_live_maps_read_is_the_kernels_whole_file(_live_libz, _live_tmp, _live_spawn):
+    """Reading maps stops at the vsyscall line where there is one: still every line."""
+    child, _copy = _live_stale_child(_live_spawn, _live_tmp, _live_libz)
+    fd = os.open("/proc/%d/maps" % child.pid, os.O_RDONLY)
+    try:
+        data = lib_users._read_fd(fd)
+    finally:
+        os.close(fd)
+    assert data == _live_maps(child.pid)
+    assert data.count(b"\n") > 10 and data.endswith(b"\n")
 
 
 def test_live_library_replaced_by_rename_is_reported(_live_libz, _live_tmp, _live_spawn):

@@ -1067,7 +1067,7 @@ class ScanOptions(_Record):
 
     __slots__ = ("fds", "details", "services", "scripts", "table")
 
-    def __init__(self, fds=False, details=False, services=False, scripts=True,
+    def __init__(self, fds=False, details=False, services=False, scripts=False,
                  table=FALSE_POSITIVES):
         super().__init__(fds, details, services, scripts, table)
 
@@ -1809,6 +1809,8 @@ OPTIONS = (
     (None, "--fds", "fds", None,
      "report deleted files held open through descriptors, and the space they pin"),
     ("-p", "--pid", "pids", "PID[,PID...]...", "look only at these processes"),
+    (None, "--scripts", "scripts", None,
+     "also report interpreters whose script was deleted or changed since they started"),
     ("-S", "--services", "services", None,
      "group by systemd unit and container, and say what to restart"),
     (None, "--nagios", "nagios", None, "print a monitoring-plugins status line; exit 0-3"),
@@ -1996,6 +1998,7 @@ def run(options):
     pids = parse_pids(options.pids) if options.pids else None
     services = options.services or options.json or options.nagios or options.prometheus
     how = ScanOptions(fds=options.fds, details=options.json, services=services,
+                      scripts=options.scripts and not options.fds,
                       table=ignore_table(options.patterns, options.literals))
     try:
         result = scan(options.proc, how, pids)

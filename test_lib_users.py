@@ -2143,8 +2143,8 @@ def _svc_load_copy(children, tmp):
     return child, lib
 
 
-def _svc_files(pid):
-    doc = _svc_json("-p", str(pid))
+def _svc_files(pid, *args):
+    doc = _svc_json("-p", str(pid), *args)
     assert [p["pid"] for p in doc["processes"]] == [pid]
     return {f["path"]: f for f in doc["processes"][0]["files"]}
 
@@ -2189,27 +2189,30 @@ def test_svc_live_script_changed(_svc_children, _svc_tmp):
         out.write(_SVC_SCRIPT + "# version 2\n")
     later = time.time() + 5  # past lib_users's second of grace, without sleeping
     os.utime(script, (later, later))
-    files = _svc_files(child.pid)
+    files = _svc_files(child.pid, "--scripts")
     assert files == {script: {"path": script, "kind": "script",
                               "size": len(_SVC_SCRIPT) + 12, "replaced": True}}
-    result = _svc_run("-s", "-p", str(child.pid))
+    result = _svc_run("--scripts", "-s", "-p", str(child.pid))
     assert result.stdout == '%d "%s %s" uses %s\n' % (child.pid, sys.executable, script,
                                                      script)
+    # Only asked for: without --scripts, interpreters are not looked at.
+    assert _svc_run("-s", "-p", str(child.pid)).stdout == ""
+    assert _svc_json("-p", str(child.pid))["processes"] == []
 
 
 @_SVC_LIVE
 def test_svc_live_script_unchanged(_svc_children, _svc_tmp):
     child, _script = _svc_start_script(_svc_children, _svc_tmp)
-    doc = _svc_json("-p", str(child.pid))
+    doc = _svc_json("--scripts", "-p", str(child.pid))
     assert doc["processes"] == [] and doc["groups"] == []
-    assert _svc_run("-p", str(child.pid)).stdout == ""
+    assert _svc_run("--scripts", "-p", str(child.pid)).stdout == ""
 
 
 @_SVC_LIVE
 def test_svc_live_script_deleted(_svc_children, _svc_tmp):
     child, script = _svc_start_script(_svc_children, _svc_tmp)
     os.unlink(script)
-    files = _svc_files(child.pid)
+    files = _svc_files(child.pid, "--scripts")
     assert files == {script: {"path": script, "kind": "script", "size": None,
                               "replaced": False}}
 
@@ -2218,9 +2221,9 @@ def test_svc_live_script_deleted(_svc_children, _svc_tmp):
 def test_svc_live_relative_script_deleted(_svc_children, _svc_tmp):
     # Looked up from the process's working directory, not lib_users's.
     child, script = _svc_start_script(_svc_children, _svc_tmp, "rel.py", cwd=_svc_tmp)
-    assert _svc_json("-p", str(child.pid))["processes"] == []
+    assert _svc_json("--scripts", "-p", str(child.pid))["processes"] == []
     os.unlink(script)
-    assert _svc_files(child.pid)["rel.py"]["replaced"] is False
+    assert _svc_files(child.pid, "--scripts")["rel.py"]["replaced"] is False
 
 
 @_SVC_LIVE
@@ -2234,7 +2237,7 @@ def test_svc_live_shell_script_changed(_svc_children, _svc_tmp):
     child = _svc_spawn(_svc_children, [bash, script])
     later = time.time() + 5
     os.utime(script, (later, later))
-    assert _svc_files(child.pid)[script]["kind"] == "script"
+    assert _svc_files(child.pid, "--scripts")[script]["kind"] == "script"
 
 
 @_SVC_LIVE
@@ -2243,7 +2246,7 @@ def test_svc_live_bash_c_is_not_a_script(_svc_children):
     if bash is None:
         pytest.skip("no bash")
     child = _svc_spawn(_svc_children, [bash, "-c", "echo ready; read -r line"])
-    doc = _svc_json("-p", str(child.pid))
+    doc = _svc_json("--scripts", "-p", str(child.pid))
     assert doc["processes"] == []
 
 
@@ -3255,9 +3258,9 @@ _RB_ENV.pop("PYTHONWARNINGS", None)
 # Output formats and what they print: (arguments, kind of output).
 _RB_MODES = (
     ((), "text"),
-    (("-s",), "text"),
+    (("-s", "--scripts"), "text"),
     (("-m",), "text"),
-    (("--json",), "json"),
+    (("--json", "--scripts"), "json"),
     (("-S",), "text"),
     (("--fds",), "text"),
     (("--nagios",), "nagios"),
@@ -3965,9 +3968,10 @@ def test_rb_churn_never_loses_a_stale_process(_live_libz, _live_tmp, _live_spawn
 
 _RB_GONE = (FileNotFoundError, ProcessLookupError)
 
-_RB_HOWS = (lib_users.ScanOptions(), lib_users.ScanOptions(details=True),
+_RB_HOWS = (lib_users.ScanOptions(), lib_users.ScanOptions(scripts=True),
+            lib_users.ScanOptions(details=True, scripts=True),
             lib_users.ScanOptions(services=True), lib_users.ScanOptions(fds=True),
-            lib_users.ScanOptions(details=True, services=True, scripts=False))
+            lib_users.ScanOptions(details=True, services=True))
 
 
 def _rb_assert_gone(dir_fd, pid, what):

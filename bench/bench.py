@@ -3,7 +3,7 @@
 
 The floor is the least any tool of this kind must pay: the interpreter starting plus
 reading every /proc/PID/maps once.  This script builds a realistic population of
-processes, then times whole runs of lib_users (text, --json and -s modes) and of the
+processes, then times whole runs of lib_users (text, --json, -s and --scripts) and of the
 floor, alternating them so that machine drift cancels, and reports median wall times,
 the ratio of each mode to the floor and lib_users's peak memory.  Where installed,
 `lsof -n` (filtered for DEL), `needrestart -b` and `checkrestart` are timed too.
@@ -644,6 +644,9 @@ def build_modes(args, python):
              Mode("lib_users", lu, "lib_users"),
              Mode("lib_users --json", lu + ["--json"], "lib_users"),
              Mode("lib_users -s", lu + ["-s"], "lib_users"),
+             # Every daemon here runs a script written after boot, so --scripts reads
+             # each one's command line, stats its script and reads its start time.
+             Mode("lib_users --scripts", lu + ["--scripts"], "lib_users"),
              Mode("python3 lib_users.py", py + [args.lib_users], "lib_users")]
     skipped = []
     if not args.no_tools:

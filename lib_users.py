@@ -112,14 +112,18 @@ def _read_at(dir_fd, name):
     its PID is reused by a new process, so two processes' data are never mixed.
     `dir_fd` may also be the directory's path ending in "/" (see _maps_first).
     """
-    if dir_fd.__class__ is str:
-        fd = os.open(dir_fd + name, _O_FILE)
-    else:
-        fd = os.open(name, _O_FILE, dir_fd=dir_fd)
+    path, dir_fd = _in(dir_fd, name)
+    fd = os.open(path, _O_FILE, dir_fd=dir_fd)
     try:
         return _read_fd(fd, name in _ONE_READ)
     finally:
         os.close(fd)
+
+
+def _in(dir_fd, name):
+    """(path, dir_fd) for an os call on `name` in a /proc/PID directory, which is given
+    as an open descriptor or as its path ending in "/"."""
+    return (dir_fd + name, None) if dir_fd.__class__ is str else (name, dir_fd)
 
 
 def _open_pid_dir(pid, proc):
@@ -223,7 +227,8 @@ def _proc_error(err, pid):
 
 def _link_or_none(dir_fd, name):
     try:
-        return os.fsdecode(os.readlink(name, dir_fd=dir_fd))
+        path, dir_fd = _in(dir_fd, name)
+        return os.fsdecode(os.readlink(path, dir_fd=dir_fd))
     except OSError:
         return None
 
@@ -519,19 +524,15 @@ def _file_type(mode, target):
 def _stat_in_root(dir_fd, path):
     """os.stat of a path as the process sees it: through /proc/PID/root, in its own
     mount namespace. Relative paths are taken from its working directory."""
-    base = b"root" if path.startswith("/") else b"cwd/"
-    if dir_fd.__class__ is str:  # a path, as _read_at() takes
-        return os.stat(os.fsencode(dir_fd) + base + os.fsencode(path))
-    return os.stat(base + os.fsencode(path), dir_fd=dir_fd)
+    path, dir_fd = _in(dir_fd, ("root" if path.startswith("/") else "cwd/") + path)
+    return os.stat(path, dir_fd=dir_fd)
 
 
 def _root_readable(dir_fd):
     """Whether the process's root can be looked in (not in a fixture tree, for one)."""
     try:
-        if dir_fd.__class__ is str:  # a path, as _read_at() takes
-            os.stat(dir_fd + "root")
-        else:
-            os.stat("root", dir_fd=dir_fd)
+        path, dir_fd = _in(dir_fd, "root")
+        os.stat(path, dir_fd=dir_fd)
         return True
     except OSError:
         return False
@@ -897,8 +898,8 @@ def deleted_mapped_files(dir_fd, data, table=FALSE_POSITIVES, sizes=False, verdi
         size = None
         if sizes:
             try:
-                size = os.stat("map_files/%x-%x" % (mapping.start, mapping.end),
-                               dir_fd=dir_fd).st_size
+                name, at = _in(dir_fd, "map_files/%x-%x" % (mapping.start, mapping.end))
+                size = os.stat(name, dir_fd=at).st_size
             except OSError:
                 pass
         found[path] = FileUse(path, "mapping", size, mapping.dev + (mapping.inode,), None)
@@ -1167,9 +1168,7 @@ def _maps_first(proc, pid, how, ctx):
 
     The maps descriptor stays open meanwhile. A process's maps read empty once it has
     exited, and its PID cannot be reused before that. So if they still read non-empty
-    after its other files were opened, all of them belonged to the same process. The
-    text formats read only a file or two more, by path; the detailed ones read many,
-    through a descriptor of the /proc/PID directory.
+    after its other files were read by path, all of them belonged to the same process.
     """
     try:
         fd = os.open("%s/%d/maps" % (proc, pid), _O_FILE)
@@ -1182,17 +1181,10 @@ def _maps_first(proc, pid, how, ctx):
         script_exe = _interpreter_in(data) if how.scripts else None
         if not deleted and script_exe is None:
             return None
-        if how.details or how.services:
-            dir_fd = _open_pid_dir(pid, proc)
-        else:
-            dir_fd = "%s/%d/" % (proc, pid)
-        try:
-            found = deleted_mapped_files(dir_fd, data, how.table, how.details,
-                                         ctx.verdicts) if deleted else {}
-            finding = _examine(dir_fd, pid, how, ctx, found, script_exe)
-        finally:
-            if dir_fd.__class__ is int:
-                os.close(dir_fd)
+        where = "%s/%d/" % (proc, pid)
+        found = deleted_mapped_files(where, data, how.table, how.details,
+                                     ctx.verdicts) if deleted else {}
+        finding = _examine(where, pid, how, ctx, found, script_exe)
         if not os.pread(fd, 1, 0):
             raise NoSuchProcess(pid)  # exited, and the PID may be someone else's
         return finding

@@ -69,7 +69,8 @@ class Mapping(_Record):
 
 
 # Files the kernel produces in one go: a read shorter than asked for is their end. Others
-# (maps, mountinfo, the net/ tables) come about a page per read, so read until empty.
+# (maps, mountinfo, the net/ tables) come about a page per read, so read until empty, or
+# for maps until its last line (_ends_maps; no other /proc file has that line).
 _ONE_READ = frozenset(("cmdline", "stat", "status", "comm", "cgroup"))
 
 
@@ -1017,8 +1018,8 @@ def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
     """FileUse of kind "script" if the script an interpreter runs was deleted or
     changed after the process started; None otherwise. Reads metadata only.
 
-    `start_time` is the process's start time or a function that reads it: it is only
-    needed for a script changed since `boot` (the boot time), which few are.
+    `start_time` is a function that reads the process's start time: it is only called
+    for a script changed since `boot` (the boot time), which few are.
     """
     script = script_of(argv, exe_name)
     if not script or script.startswith(("/dev/", "/proc/")):
@@ -1034,12 +1035,11 @@ def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
     changed = max(st.st_mtime, st.st_ctime)
     if boot is not None and changed <= boot:
         return None  # unchanged since boot, so since the process started
-    if callable(start_time):
-        start_time = start_time()
+    start = start_time()
     # A second's grace: btime is truncated to whole seconds, so a start time may read
     # up to a second early; a script written just before its interpreter started is
     # not a changed one.
-    if start_time is None or changed <= start_time + 1:
+    if start is None or changed <= start + 1:
         return None
     return FileUse(script, "script", st.st_size, _file_id(st), True)
 
@@ -1170,8 +1170,9 @@ def _maps_first(proc, pid, how, ctx):
     exited, and its PID cannot be reused before that. So if they still read non-empty
     after its other files were read by path, all of them belonged to the same process.
     """
+    where = "%s/%d/" % (proc, pid)
     try:
-        fd = os.open("%s/%d/maps" % (proc, pid), _O_FILE)
+        fd = os.open(where + "maps", _O_FILE)
     except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
         raise NoSuchProcess(pid) from None
     try:
@@ -1181,7 +1182,6 @@ def _maps_first(proc, pid, how, ctx):
         script_exe = _interpreter_in(data) if how.scripts else None
         if not deleted and script_exe is None:
             return None
-        where = "%s/%d/" % (proc, pid)
         found = deleted_mapped_files(where, data, how.table, how.details,
                                      ctx.verdicts) if deleted else {}
         finding = _examine(where, pid, how, ctx, found, script_exe)

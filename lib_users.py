@@ -197,7 +197,7 @@ def parse_cmdline(data):
     data = data.rstrip(b"\0")
     if not data:
         return []
-    return [os.fsdecode(arg) for arg in data.split(b"\0")]
+    return os.fsdecode(data).split("\0")  # NUL decodes to NUL alone, whatever surrounds it
 
 
 def parse_stat(data):
@@ -229,7 +229,7 @@ def _proc_error(err, pid):
 def _link_or_none(dir_fd, name):
     try:
         path, dir_fd = _in(dir_fd, name)
-        return os.fsdecode(os.readlink(path, dir_fd=dir_fd))
+        return os.readlink(path, dir_fd=dir_fd)  # str, as the path is
     except OSError:
         return None
 
@@ -287,21 +287,25 @@ def process_info(dir_fd, pid, clock, users, argv=None, stat_data=None):
     (`argv` and the bytes of its stat where already read). OSError if it is gone or
     its stat cannot be read."""
     comm, fields = parse_stat(_read_at(dir_fd, "stat") if stat_data is None else stat_data)
-    uid = None
-    for line in _read_at(dir_fd, "status").split(b"\n"):
-        if line.startswith(b"Uid:"):
-            uid = int(line.split()[1])
-            break
+    uid = _real_uid(_read_at(dir_fd, "status"))
     if argv is None:
         argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
-    exe = _link_or_none(dir_fd, "exe")
     return ProcessInfo(
-        pid=pid, ppid=int(fields[1]), pgrp=int(fields[2]), uid=uid,
-        user=None if uid is None else _user_name(uid, users),
-        state=fields[0].decode("ascii", "replace"), comm=comm, argv=argv,
-        exe=exe, cwd=_link_or_none(dir_fd, "cwd"), root=_link_or_none(dir_fd, "root"),
-        start_time=clock.epoch(int(fields[19])),
-        kernel_thread=bool(int(fields[6]) & _PF_KTHREAD), zombie=fields[0] == b"Z")
+        pid, int(fields[1]), int(fields[2]), uid,
+        None if uid is None else _user_name(uid, users),
+        fields[0].decode("ascii", "replace"), comm, argv, _link_or_none(dir_fd, "exe"),
+        _link_or_none(dir_fd, "cwd"), _link_or_none(dir_fd, "root"),
+        clock.epoch(int(fields[19])), bool(int(fields[6]) & _PF_KTHREAD), fields[0] == b"Z")
+
+
+def _real_uid(status):
+    """The real uid in /proc/PID/status bytes (the first number on its Uid: line), or
+    None if there is no such line. Found without splitting the whole file into lines."""
+    at = (b"\n" + status).find(b"\nUid:")
+    if at < 0:
+        return None
+    end = status.find(b"\n", at)
+    return int(status[at + 4 : end if end >= 0 else len(status)].split(None, 1)[0])
 
 
 def get_processes(pids=None, proc=PROC):
@@ -889,21 +893,42 @@ class FileUse(_Record):
     __slots__ = ("path", "kind", "size", "key", "replaced")
 
 
-def deleted_mapped_files(dir_fd, data, table=FALSE_POSITIVES, sizes=False, verdicts=None):
+def _mapped_inode(dir_fd, mapping, inodes):
+    """(size, unlinked) of the file a mapping maps, from its map_files/ link (following
+    it needs CAP_SYS_ADMIN), or None. `inodes` keeps the answers by (major, minor,
+    inode): after an upgrade, every process that maps the old library maps the same
+    inode, so one stat serves them all."""
+    key = mapping.dev + (mapping.inode,)
+    if key in inodes:
+        return inodes[key]
+    try:
+        name, at = _in(dir_fd, "map_files/%x-%x" % (mapping.start, mapping.end))
+        st = os.stat(name, dir_fd=at)
+    except OSError:
+        return None
+    if _file_id(st) != key:
+        # Mapped anew since maps was read, or a filesystem whose stat numbers devices
+        # otherwise (btrfs): only the size can be trusted.
+        return (st.st_size, False)
+    inodes[key] = (st.st_size, st.st_nlink == 0)
+    return inodes[key]
+
+
+def deleted_mapped_files(dir_fd, data, table=FALSE_POSITIVES, sizes=False, verdicts=None,
+                         inodes=None):
     """{path: FileUse} for the deleted files in the maps bytes of the process open as
-    `dir_fd`; sizes (which need CAP_SYS_ADMIN for map_files/) only when asked."""
+    `dir_fd`; sizes (which need CAP_SYS_ADMIN for map_files/) only when asked. `inodes`
+    may carry what map_files/ told from one process to the next (see _mapped_inode)."""
     found = {}
     for path, mapping in deleted_mappings(data, table, verdicts).items():
-        if _still_linked(dir_fd, mapping):
+        known = None
+        if sizes or inodes is not None:
+            known = _mapped_inode(dir_fd, mapping, {} if inodes is None else inodes)
+        # An inode with no links left cannot be a file really named "PATH (deleted)".
+        if not (known and known[1]) and _still_linked(dir_fd, mapping):
             continue
-        size = None
-        if sizes:
-            try:
-                name, at = _in(dir_fd, "map_files/%x-%x" % (mapping.start, mapping.end))
-                size = os.stat(name, dir_fd=at).st_size
-            except OSError:
-                pass
-        found[path] = FileUse(path, "mapping", size, mapping.dev + (mapping.inode,), None)
+        found[path] = FileUse(path, "mapping", known[0] if sizes and known else None,
+                              mapping.dev + (mapping.inode,), None)
     return found
 
 
@@ -935,9 +960,10 @@ def deleted_open_files(dir_fd, table=FALSE_POSITIVES, sizes=True):
     return found
 
 
-def is_replaced(dir_fd, path):
+def is_replaced(dir_fd, path, root_seen=False):
     """True if a file now stands at the path of a deleted file (an upgrade replaced
-    it), False if none does (it was removed), None if the process's root is unreadable."""
+    it), False if none does (it was removed), None if the process's root is unreadable.
+    `root_seen`: its root link was read just now, so the root can be looked in."""
     try:
         _stat_in_root(dir_fd, path)
         return True
@@ -945,7 +971,7 @@ def is_replaced(dir_fd, path):
         pass
     except (OSError, ValueError):  # ValueError: a NUL, in a --proc tree only
         return None
-    return False if _root_readable(dir_fd) else None
+    return False if root_seen or _root_readable(dir_fd) else None
 
 
 # Interpreters whose scripts are named on their command line, by the base name of their
@@ -1080,6 +1106,7 @@ class _Context:
         self.clock = _Clock(proc) if how.details or how.scripts else None
         self.users = {}
         self.verdicts = {}  # path: whether the false-positive table ignores it
+        self.inodes = {}  # (major, minor, inode): (size, unlinked), see _mapped_inode
         self.own_ns = own_namespaces(proc) if how.services else None
 
 
@@ -1108,7 +1135,8 @@ def scan_process(dir_fd, pid, how, ctx, maps=None):
     if how.fds:
         return _examine(dir_fd, pid, how, ctx, deleted_open_files(dir_fd, how.table), None)
     data = _read_at(dir_fd, "maps") if maps is None else maps
-    found = deleted_mapped_files(dir_fd, data, how.table, how.details, ctx.verdicts)
+    found = deleted_mapped_files(dir_fd, data, how.table, how.details, ctx.verdicts,
+                                 ctx.inodes)
     return _examine(dir_fd, pid, how, ctx, found,
                     _interpreter_in(data) if how.scripts else None)
 
@@ -1153,11 +1181,12 @@ def _examine(dir_fd, pid, how, ctx, found, script_exe):
             comm = os.fsdecode(_read_at(dir_fd, "comm").rstrip(b"\n"))
         argv = ["[%s]" % comm]
     exe = exe and _strip_deleted(exe)
+    root_seen = info is not None and info.root is not None
     for use in found.values():
         if use.kind == "mapping":
             use.kind = file_kind(use.path, exe)
         if how.details and use.replaced is None:
-            use.replaced = is_replaced(dir_fd, use.path)
+            use.replaced = is_replaced(dir_fd, use.path, root_seen)
     placement = read_placement(dir_fd, ctx.own_ns, ctx.users) if how.services else None
     return Finding(pid, argv, found, info, placement)
 
@@ -1182,8 +1211,8 @@ def _maps_first(proc, pid, how, ctx):
         script_exe = _interpreter_in(data) if how.scripts else None
         if not deleted and script_exe is None:
             return None
-        found = deleted_mapped_files(where, data, how.table, how.details,
-                                     ctx.verdicts) if deleted else {}
+        found = deleted_mapped_files(where, data, how.table, how.details, ctx.verdicts,
+                                     ctx.inodes) if deleted else {}
         finding = _examine(where, pid, how, ctx, found, script_exe)
         if not os.pread(fd, 1, 0):
             raise NoSuchProcess(pid)  # exited, and the PID may be someone else's

@@ -324,6 +324,16 @@ def test_fx_start_ticks_reads_field_22_past_any_comm():
         lib_users._start_ticks(b"4242 cat S 1 2 3")
 
 
+def test_fx_real_uid_is_the_first_number_on_the_uid_line():
+    status = (b"Name:\tUid: 7\nUmask:\t0022\nState:\tS (sleeping)\n"
+              b"Uid:\t1000\t0\t0\t0\nGid:\t5\t5\t5\t5\n")
+    assert lib_users._real_uid(status) == 1000
+    assert lib_users._real_uid(b"Uid:\t33\t0\t0\t0") == 33  # first line, no newline
+    assert lib_users._real_uid(b"Name:\tx\nGid:\t0\n") is None
+    with pytest.raises(ValueError):
+        lib_users._real_uid(b"Name:\tx\nUid:\tnobody\n")
+
+
 # ---- detection: false positives ---------------------------------------------------------
 
 _FX_NEAR_MISSES = (
@@ -3082,6 +3092,35 @@ def test_live_file_really_named_deleted_is_not_reported(_live_libz, _live_tmp,
     result = _live_run("-v", "-p", str(child.pid))
     assert result.returncode == 0
     assert child.pid not in _live_reported_pids(result.stdout)
+
+
+def test_live_one_deleted_inode_in_many_processes(_live_libz, _live_tmp, _live_spawn):
+    """What map_files tells of an inode is shared between the processes that map it:
+    each of them is still reported, with the file's size. Only an inode with no link
+    left spares the lookup of "PATH (deleted)": a deleted name whose inode keeps another
+    link is looked up, and reported too."""
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    linked = _live_copy(_live_libz, os.path.join(_live_tmp, "libz-linked.so.1"))
+    os.link(linked, os.path.join(_live_tmp, "libz-other-name.so.1"))
+    children = [_live_spawn(_live_child_argv("lib", copy)) for _ in range(3)]
+    children.append(_live_spawn(_live_child_argv("lib", linked)))
+    os.unlink(copy)
+    os.unlink(linked)
+    pids = [child.pid for child in children]
+
+    result = _live_run("--json", "-p", ",".join(map(str, pids)))
+    assert result.returncode == 0
+    size = os.path.getsize(_live_libz)
+    for pid in pids[:3]:
+        files = _live_json_process(result.stdout, pid)["files"]
+        assert [(f["path"], f["kind"], f["size"], f["replaced"]) for f in files] == [
+            (copy, "library", size, False)]
+    files = _live_json_process(result.stdout, pids[3])["files"]
+    assert [(f["path"], f["size"]) for f in files] == [(linked, size)]
+
+    result = _live_run("-v", "-p", ",".join(map(str, pids)))
+    assert result.returncode == 0
+    assert _live_reported_pids(result.stdout) == set(pids)
 
 
 # ---- mappings that look deleted but are no upgrade -------------------------------------

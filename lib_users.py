@@ -1685,9 +1685,46 @@ def render_json(report):
         doc["freed_bytes"] = report.freed
     doc["restart"] = report.plan.restart
     doc["reboot"] = report.reboot.asdict()
-    doc["processes"] = [_process_doc(f) for f in
-                        sorted(report.scan.findings, key=lambda f: f.pid)]
-    return dumps_json(doc) + "\n"
+    processes = [_process_json(f) for f in sorted(report.scan.findings, key=lambda f: f.pid)]
+    # The processes come last, already written: the document without them ends in "\n}".
+    return "%s,\n  \"processes\": %s\n}\n" % (dumps_json(doc)[:-2], _json_list(processes, 1))
+
+
+def _json_list(items, level):
+    """A JSON array, laid out as dumps_json lays it out, of items already written."""
+    if not items:
+        return "[]"
+    inner = ",\n" + "  " * (level + 1)
+    return "[%s%s\n%s]" % (inner[1:], inner.join(items), "  " * level)
+
+
+def _object_template(keys, level):
+    """A %-template of a JSON object with these keys, laid out as dumps_json lays out
+    an object at `level`: one %s for each value."""
+    inner = ",\n" + "  " * (level + 1)
+    return "{%s%s\n%s}" % (inner[1:], inner.join(
+        [_json_string(key).replace("%", "%%") + ": %s" for key in keys]), "  " * level)
+
+
+_PLACEMENT_KEYS = ("unit", "user_unit", "container", "session")
+_PROCESS_JSON = _object_template(ProcessInfo.__slots__ + _PLACEMENT_KEYS + ("files",), 2)
+_FILE_KEYS = ("path", "kind", "size", "replaced")
+_FILE_JSON = _object_template(_FILE_KEYS, 4)
+
+
+def _process_json(finding):
+    """dumps_json(_process_doc(finding), 2), written from templates: a JSON document
+    holds a record of every reported process, and these keys need not be written anew
+    for each one."""
+    if finding.process is None:
+        return dumps_json(_process_doc(finding), 2)
+    values = [dumps_json(getattr(finding.process, key), 3) for key in ProcessInfo.__slots__]
+    place = _placement_doc(finding.placement)
+    values += [dumps_json(place[key], 3) for key in _PLACEMENT_KEYS]
+    values.append(_json_list([_FILE_JSON % tuple(dumps_json(getattr(use, key), 5)
+                                                 for key in _FILE_KEYS)
+                              for _path, use in sorted(finding.files.items())], 3))
+    return _PROCESS_JSON % tuple(values)
 
 
 def _placement_doc(place):

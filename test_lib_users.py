@@ -334,6 +334,25 @@ def test_fx_real_uid_is_the_first_number_on_the_uid_line():
         lib_users._real_uid(b"Name:\tx\nUid:\tnobody\n")
 
 
+def test_fx_json_process_records_as_the_general_encoder_writes_them():
+    """Process records are written from templates: the very text dumps_json writes."""
+    how = lib_users.ScanOptions(details=True, services=True)
+    findings = [f for tree in ("proc-basic", "proc-hostile", "svc-units", "svc-odd")
+                for f in lib_users.scan(os.path.join(TESTDATA, tree), how).findings]
+    info = lib_users.ProcessInfo(
+        7, 1, 7, None, None, "S", "caf\xe9 \"%s\" \x1b", ["a\tb", os.fsdecode(b"\xff"), ""],
+        None, "/100%", "/", 1.5e9, False, False)
+    files = {path: lib_users.FileUse(path, "library", size, (8, 1, 2), replaced)
+             for path, size, replaced in (("/z\u2028.so", None, None), ("/a.so", 10, True))}
+    place = lib_users.Placement("session-3.scope", None, 0, "root", "3", "docker:abc")
+    findings += [lib_users.Finding(7, info.argv, files, info, place),
+                 lib_users.Finding(8, ["x"], dict(files), None, None)]
+    assert sum(f.process is not None for f in findings) > 10
+    for finding in findings:
+        expected = lib_users.dumps_json(lib_users._process_doc(finding), 2)
+        assert lib_users._process_json(finding) == expected
+
+
 # ---- detection: false positives ---------------------------------------------------------
 
 _FX_NEAR_MISSES = (

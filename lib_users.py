@@ -44,9 +44,9 @@ class _Record:
 
     def __init__(self, *args, **kwargs):
         for name, value in zip(self.__slots__, args):
-            object.__setattr__(self, name, value)
+            setattr(self, name, value)
         for name, value in kwargs.items():
-            object.__setattr__(self, name, value)
+            setattr(self, name, value)
 
     def asdict(self):
         return {name: getattr(self, name, None) for name in self.__slots__}

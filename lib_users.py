@@ -1655,8 +1655,7 @@ def _process_doc(finding):
     doc = finding.process.asdict() if finding.process is not None else {
         "pid": finding.pid, "argv": finding.argv}
     doc.update(_placement_doc(finding.placement))
-    doc["files"] = [{"path": use.path, "kind": use.kind, "size": use.size,
-                     "replaced": use.replaced}
+    doc["files"] = [{key: getattr(use, key) for key in _FILE_KEYS}
                     for _path, use in sorted(finding.files.items())]
     return doc
 

@@ -1684,7 +1684,8 @@ def render_json(report):
         doc["freed_bytes"] = report.freed
     doc["restart"] = report.plan.restart
     doc["reboot"] = report.reboot.asdict()
-    processes = [_process_json(f) for f in sorted(report.scan.findings, key=lambda f: f.pid)]
+    processes = [_process_json(f, places[f.pid])
+                 for f in sorted(report.scan.findings, key=lambda f: f.pid)]
     # The processes come last, already written: the document without them ends in "\n}".
     return "%s,\n  \"processes\": %s\n}\n" % (dumps_json(doc)[:-2], _json_list(processes, 1))
 
@@ -1711,14 +1712,13 @@ _FILE_KEYS = ("path", "kind", "size", "replaced")
 _FILE_JSON = _object_template(_FILE_KEYS, 4)
 
 
-def _process_json(finding):
-    """dumps_json(_process_doc(finding), 2), written from templates: a JSON document
-    holds a record of every reported process, and these keys need not be written anew
-    for each one."""
+def _process_json(finding, place):
+    """dumps_json(_process_doc(finding), 2), written from templates (`place`: the
+    finding's _placement_doc): a JSON document holds a record of every reported
+    process, and these keys need not be written anew for each one."""
     if finding.process is None:
         return dumps_json(_process_doc(finding), 2)
     values = [dumps_json(getattr(finding.process, key), 3) for key in ProcessInfo.__slots__]
-    place = _placement_doc(finding.placement)
     values += [dumps_json(place[key], 3) for key in _PLACEMENT_KEYS]
     values.append(_json_list([_FILE_JSON % tuple(dumps_json(getattr(use, key), 5)
                                                  for key in _FILE_KEYS)

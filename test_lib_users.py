@@ -350,7 +350,8 @@ def test_fx_json_process_records_as_the_general_encoder_writes_them():
     assert sum(f.process is not None for f in findings) > 10
     for finding in findings:
         expected = lib_users.dumps_json(lib_users._process_doc(finding), 2)
-        assert lib_users._process_json(finding) == expected
+        place = lib_users._placement_doc(finding.placement)
+        assert lib_users._process_json(finding, place) == expected
 
 
 # ---- detection: false positives ---------------------------------------------------------

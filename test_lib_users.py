@@ -3338,8 +3338,8 @@ _RB_FORBIDDEN = frozenset(
 
 _RB_MAX_RSS_KIB = 200 * 1024  # generous: a scan of a small tree needs about 20 MiB
 _RB_ADDRESS_LIMIT = 1 << 30  # a runaway child fails instead of eating the machine
-_RB_CHURN_SECONDS = 6
-_RB_FUZZ_TREES = 1600  # in-process, every mode each
+_RB_CHURN_SECONDS = 4
+_RB_FUZZ_TREES = 1200  # in-process, every mode each
 _RB_CLI_TREES = 5  # of those, also through the command line, every mode each
 _RB_SEED = "lib_users-robust-1"
 

@@ -348,10 +348,24 @@ def test_fx_json_process_records_as_the_general_encoder_writes_them():
     findings += [lib_users.Finding(7, info.argv, files, info, place),
                  lib_users.Finding(8, ["x"], dict(files), None, None)]
     assert sum(f.process is not None for f in findings) > 10
+    written = {}  # shared, as render_json shares it: files met again come from it
     for finding in findings:
         expected = lib_users.dumps_json(lib_users._process_doc(finding), 2)
-        place = lib_users._placement_doc(finding.placement)
-        assert lib_users._process_json(finding, place) == expected
+        place = lib_users._placement_json(finding.placement)
+        assert lib_users._process_json(finding, place, written) == expected
+    assert len(written) < sum(len(f.files) for f in findings if f.process is not None)
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"(deleted)", b"x (deleted)\n", b"/a (deleted", b"(" * 20 + b"/b (deleted)\n",
+    b"/a(1)/b (deleted)\n/c (deleted)", b"(deleted)/x\n", b"/((((((((((\n" * 3,
+    b"/l (x)(y)(z)(w)(v)(u)(t)(s)(r)(q) (deleted)\n/m (deleted)\n",
+])
+def test_fx_find_marker_finds_what_find_finds(data):
+    """The one-byte search for the deleted marker answers as bytes.find does, from
+    every start, also past many "(" that are not the marker."""
+    for start in range(len(data) + 2):
+        assert lib_users._find_marker(data, start) == data.find(b"(deleted)", start)
 
 
 # ---- detection: false positives ---------------------------------------------------------
@@ -2076,6 +2090,28 @@ def test_svc_read_placement_namespaces():
     assert place(660).container is None  # a mount namespace of its own: a sandbox
     assert place(2500).container == "unknown"  # another PID namespace, no name
     assert place(2100).container == "docker:4f3c2a1b9e8d"  # the name wins
+
+
+def test_svc_read_placement_shares_answers_by_cgroup_and_namespace(tmp_path):
+    """One unit's processes share one Placement; one in another PID namespace with the
+    same cgroup file is still told apart, and sharing never changes an answer."""
+    cgroup = b"0::/system.slice/app.service\n"
+    for pid, pid_ns in ((1, "pid:[1]"), (10, "pid:[1]"), (11, "pid:[2]"), (12, None)):
+        os.makedirs(tmp_path / str(pid) / "ns")
+        (tmp_path / str(pid) / "cgroup").write_bytes(cgroup if pid > 1 else b"0::/init.scope\n")
+        if pid_ns is not None:
+            os.symlink(pid_ns, tmp_path / str(pid) / "ns" / "pid")
+    own = (None, "pid:[1]")
+    known = {}
+
+    def place(pid, known):
+        return lib_users.read_placement("%s/%d/" % (tmp_path, pid), own, {}, known)
+
+    answers = [place(pid, known) for pid in (10, 11, 12, 10, 11)]
+    assert answers == [place(pid, None) for pid in (10, 11, 12, 10, 11)]
+    assert [a.container for a in answers] == [None, "unknown", None, None, "unknown"]
+    assert {a.unit for a in answers} == {"app.service"}
+    assert answers[0] is answers[2] is answers[3] and answers[1] is answers[4]
 
 
 # ---- scripts -------------------------------------------------------------------------------

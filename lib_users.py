@@ -1752,10 +1752,19 @@ def _process_json(finding, place, written):
     """dumps_json(_process_doc(finding), 2), written from templates: a JSON document
     holds a record of every reported process, and these keys need not be written anew
     for each one. `place`: the finding's _placement_doc and the JSON of its members;
-    `written`: the JSON of the files written so far, which many processes share."""
+    `written`: the JSON of the files and strings written so far, which many processes
+    share."""
     if finding.process is None:
         return dumps_json(_process_doc(finding), 2)
-    values = [dumps_json(getattr(finding.process, key), 3) for key in ProcessInfo.__slots__]
+    values = []
+    for key in ProcessInfo.__slots__:
+        value = getattr(finding.process, key)
+        if value.__class__ is str:  # users, states, paths: many processes share them
+            if value not in written:
+                written[value] = _json_string(value)
+            values.append(written[value])
+        else:
+            values.append(dumps_json(value, 3))
     values.append(place[1])
     files = []
     for _path, use in sorted(finding.files.items()):

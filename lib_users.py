@@ -1134,6 +1134,7 @@ class _Context:
         self.inodes = {}  # (major, minor, inode): (size, unlinked), see _mapped_inode
         self.own_ns = own_namespaces(proc) if how.services else None
         self.placements = {}  # cgroup file: Placement, see read_placement
+        self.texts = {}  # each text of arguments and details once, see _examine
 
 
 _INTERPRETER_NAMES = frozenset(os.fsencode(entry[0]) for entry in INTERPRETERS)
@@ -1173,6 +1174,8 @@ def _examine(dir_fd, pid, how, ctx, found, script_exe):
     if not found and script_exe is None:
         return None  # the common case: nothing more to read
     argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
+    # The workers of one service share their arguments: each text is kept once.
+    argv = [ctx.texts.setdefault(arg, arg) for arg in argv]
     stat_data = []  # read at most once, and only if needed
 
     def start_time():
@@ -1196,6 +1199,9 @@ def _examine(dir_fd, pid, how, ctx, found, script_exe):
         except FileNotFoundError:
             pass  # gone (then the reads below fail too), or a saved tree without stat
     if info is not None:
+        texts = ctx.texts
+        info.comm, info.exe, info.cwd = [texts.setdefault(text, text)
+                                         for text in (info.comm, info.exe, info.cwd)]
         exe, comm = info.exe, info.comm
     else:
         # The exe link only tells a deleted executable from a library, which only the
@@ -1690,6 +1696,12 @@ def _process_doc(finding):
 def render_json(report):
     """One JSON document: the groups, each reported process with its details, what to
     restart, whether a reboot is needed, and whether the scan saw every process."""
+    return "".join(json_pieces(report))
+
+
+def json_pieces(report):
+    """render_json's document in pieces, to be written as they come: the process
+    records, most of the document, are never all held at once."""
     doc = {
         "version": __version__,
         "mode": "fds" if report.fds else "maps",
@@ -1717,10 +1729,21 @@ def render_json(report):
         doc["freed_bytes"] = report.freed
     doc["restart"] = report.plan.restart
     doc["reboot"] = report.reboot.asdict()
-    processes = [_process_json(f, places[f.pid], written)
-                 for f in sorted(report.scan.findings, key=lambda f: f.pid)]
-    # The processes come last, already written: the document without them ends in "\n}".
-    return "%s,\n  \"processes\": %s\n}\n" % (dumps_json(doc)[:-2], _json_list(processes, 1))
+    # The processes come last: the document without them ends in "\n}". They are laid
+    # out as _json_list lays out a list at level 1, some hundred at a time.
+    head = "%s,\n  \"processes\": " % dumps_json(doc)[:-2]
+    if not report.scan.findings:
+        yield head + "[]\n}\n"
+        return
+    findings = sorted(report.scan.findings, key=lambda f: f.pid)
+    for at in range(0, len(findings), _RECORDS_PER_PIECE):
+        yield (head + "[\n    " if at == 0 else ",\n    ") + ",\n    ".join(
+            [_process_json(f, places[f.pid], written)
+             for f in findings[at : at + _RECORDS_PER_PIECE]])
+    yield "\n  ]\n}\n"
+
+
+_RECORDS_PER_PIECE = 100
 
 
 def _json_list(items, level):
@@ -2048,12 +2071,13 @@ def warn(message):
 
 
 def write_output(text):
-    """Write results to stdout. A closed pipe ends quietly; any other failure is an
-    error the caller reports."""
+    """Write results (a str, or pieces of one) to stdout. A closed pipe ends quietly;
+    any other failure is an error the caller reports."""
     if sys.stdout is None:  # started with stdout closed (>&-)
         raise OSError(0, "standard output is closed")
     try:
-        sys.stdout.write(text)
+        for piece in [text] if isinstance(text, str) else text:
+            sys.stdout.write(piece)
         sys.stdout.flush()
     except OSError as err:
         # Point stdout at /dev/null so that the interpreter's final flush of what is
@@ -2126,7 +2150,7 @@ def run(options):
     report = build_report(result, options.fds, kernel_reboot_reasons() if live else ())
     status = 0
     if options.json:
-        text = render_json(report)
+        text = json_pieces(report)
     elif options.machine:
         text = render_machine(report)
     elif options.nagios:

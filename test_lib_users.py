@@ -369,6 +369,30 @@ def test_fx_find_marker_finds_what_find_finds(data):
         assert lib_users._find_marker(data, start) == data.find(b"(deleted)", start)
 
 
+@pytest.mark.parametrize("count", [0, 1, 100, 250])
+def test_fx_json_document_in_pieces_is_the_general_encoders(count):
+    """The CLI writes the JSON document in pieces, some hundred processes each; joined,
+    they are the document dumps_json writes, with the processes last and by PID."""
+    how = lib_users.ScanOptions(details=True, services=True)
+    base = lib_users.scan(os.path.join(TESTDATA, "svc-units"), how).findings
+    findings = []
+    for i in range(count):  # more processes than one piece holds, in no order
+        f = base[i % len(base)]
+        findings.append(lib_users.Finding(
+            5000 - i, f.argv, f.files, lib_users.ProcessInfo(
+                **dict(f.process.asdict(), pid=5000 - i)) if f.process else None,
+            f.placement))
+    report = lib_users.build_report(lib_users.Scan(findings, count, 0))
+    pieces = list(lib_users.json_pieces(report))
+    doc = json.loads("".join(pieces))
+    assert [p["pid"] for p in doc["processes"]] == sorted(f.pid for f in findings)
+    assert len(pieces) == (count + 99) // 100 + 1 if count else len(pieces) == 1
+    general = dict(doc, processes=[lib_users._process_doc(f) for f in
+                                   sorted(findings, key=lambda f: f.pid)])
+    assert "".join(pieces) == lib_users.dumps_json(general) + "\n"
+    assert lib_users.render_json(report) == "".join(pieces)
+
+
 # ---- detection: false positives ---------------------------------------------------------
 
 _FX_NEAR_MISSES = (

@@ -703,8 +703,10 @@ def measure(modes, runs, tool_runs, memory_runs, runner, tmpdir, expected, other
     """Warm up each mode once (checking its output), time `runs` rounds, then measure
     peak memory in `memory_runs` rounds.
 
-    Each round runs every mode once, in the same order (bare, floor, lib_users, ...), so
-    floor and lib_users runs alternate and slow drift of the machine affects both alike.
+    Each round runs every mode once, so floor and lib_users runs alternate and slow
+    drift of the machine affects both alike. The order turns by one mode each round
+    (bare, floor, lib_users, ...; then floor, lib_users, ..., bare): no mode always
+    runs first, or always right after the same other one.
     External tools, which can be much slower, run only in the first `tool_runs` rounds.
 
     `expected` are the PIDs that map the deleted library, `others` the rest of ours: the
@@ -722,7 +724,8 @@ def measure(modes, runs, tool_runs, memory_runs, runner, tmpdir, expected, other
         m.check.update({"exit": status, "lines": text.count("\n"),
                         "stderr": tail.splitlines()[-1] if tail else ""})
     for i in range(runs):
-        for m in modes:
+        turn = i % len(modes)
+        for m in modes[turn:] + modes[:turn]:
             if m.kind == "tool" and i >= tool_runs:
                 continue
             elapsed, status = runner.run(m.argv)

@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import pwd
+import py_compile
 import random
 import re
 import resource
@@ -32,6 +33,27 @@ import lib_users
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIB_USERS = os.path.join(HERE, "lib_users.py")
 TESTDATA = os.path.join(HERE, "testdata")
+# What most tests run as the command: lib_users.py compiled once for the session (see
+# _compiled_cli). The source file itself is run by the tests of `python3 lib_users.py`.
+_CLI_SCRIPT = LIB_USERS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_cli():
+    """`python3 lib_users.py` compiles the whole source on every run, some 25 ms; the
+    suite runs the command hundreds of times. Python runs a compiled file as it runs
+    the source, so most tests run lib_users.py compiled here, once."""
+    global _CLI_SCRIPT
+    tmp = tempfile.mkdtemp(prefix="lib_users_cli_")
+    try:
+        os.chmod(tmp, 0o755)  # the tests that drop to uid 65534 run it too
+        _CLI_SCRIPT = py_compile.compile(LIB_USERS, os.path.join(tmp, "lib_users.pyc"),
+                                         doraise=True)
+        os.chmod(_CLI_SCRIPT, 0o644)
+        yield
+    finally:
+        _CLI_SCRIPT = LIB_USERS
+        shutil.rmtree(tmp)
 
 # Where libz may live when the dynamic linker cannot be asked. Tests copy it; they never
 # touch it.
@@ -95,7 +117,7 @@ def _fx_cli(*args):
     """Run lib_users as a user would; stdout and stderr as bytes."""
     env = dict(os.environ, LC_ALL="C.UTF-8")
     env.pop("PYTHONIOENCODING", None)
-    return subprocess.run([sys.executable, LIB_USERS] + list(args), stdout=subprocess.PIPE,
+    return subprocess.run([sys.executable, _CLI_SCRIPT] + list(args), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, env=env, timeout=60)
 
 
@@ -1585,7 +1607,7 @@ def test_api_matches_lsof(api_child, api_files, api_infos):
 # ---- lib_users --fds -------------------------------------------------------------------
 
 def _api_run_cli(*args):
-    return subprocess.run([sys.executable, LIB_USERS] + list(args), stdout=subprocess.PIPE,
+    return subprocess.run([sys.executable, _CLI_SCRIPT] + list(args), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
 
 
@@ -2867,13 +2889,14 @@ def _live_argv_text(argv):
     return " ".join(out)
 
 
-def _live_run(*args, python=sys.executable, script=LIB_USERS, **kwargs):
+def _live_run(*args, python=sys.executable, script=None, **kwargs):
     """Run the lib_users command; stdout and stderr are captured as bytes unless
     `kwargs` says otherwise. Most tests look only at their children (-p): a full scan
     of a busy machine takes long, and the full-scan tests show that it finds the same."""
     kwargs.setdefault("stdout", subprocess.PIPE)
     kwargs.setdefault("stderr", subprocess.PIPE)
-    return subprocess.run([python, script] + list(args), timeout=120, **kwargs)
+    return subprocess.run([python, script or _CLI_SCRIPT] + list(args), timeout=120,
+                          **kwargs)
 
 
 def _live_text_lines(stdout):
@@ -3436,7 +3459,7 @@ def _rb_run(args, timeout=60, stdout=subprocess.PIPE, cmd=None, env=None,
     """Run lib_users (or `cmd`) and wait for it with os.wait4, so that its own maximum
     resident size is known. Killed (by its PID) after `timeout` seconds. With
     first_line_only, stdout is closed after its first line, as `| head -1` does."""
-    argv = list(cmd) if cmd is not None else [sys.executable, LIB_USERS] + list(args)
+    argv = list(cmd) if cmd is not None else [sys.executable, _CLI_SCRIPT] + list(args)
     if limit_memory:
         kwargs.setdefault("preexec_fn", _rb_limit_memory(
             _RB_ADDRESS_LIMIT if limit_memory is True else limit_memory))
@@ -4727,14 +4750,16 @@ def test_rb_closed_pipe_is_quiet(args):
 
 @pytest.fixture(scope="module")
 def _rb_many_groups(tmp_path_factory):
-    """A tree with 3000 processes, each its own group: output far past a pipe buffer."""
+    """A tree with 800 processes, each its own group with a long command line: output
+    far past a pipe buffer in every format, from a tree that is quick to write."""
     root = tmp_path_factory.mktemp("rb_many") / "proc"
     spec = {"stat": _rb_root_stat()}
-    for pid in range(10000, 13000):
+    for pid in range(10000, 10800):
         spec[str(pid)] = {
             "maps": _rb_maps_line(b"/usr/lib/x86_64-linux-gnu/libworker-%d.so.1 (deleted)"
                                   % pid, pid) + b"\n",
-            "cmdline": b"/usr/bin/worker\0--id\0%d\0--name\0worker number %d\0" % (pid, pid)}
+            "cmdline": b"/usr/bin/worker\0--id\0%d\0--name\0worker number %d %s\0" % (
+                pid, pid, b"of the pool" * 20)}
     path = _rb_tree(root, spec)
     yield path
     shutil.rmtree(path, ignore_errors=True)

@@ -9,6 +9,7 @@ lsof-style API over /proc.
 # Imports are kept to what a plain scan needs: every module costs interpreter start-up
 # time, and lib_users runs after every upgrade on every machine. Modules that only some
 # options need are imported where they are used.
+import _thread  # threading costs some 2 ms of start-up; the watchdog needs only this
 import errno
 import os
 import stat
@@ -68,25 +69,131 @@ class Mapping(_Record):
     __slots__ = ("start", "end", "perms", "offset", "dev", "inode", "path", "deleted")
 
 
+# ---- bounded time ----------------------------------------------------------------------
+# A process can hold up every reader of its files: when one of its threads faults on a
+# mapping of a FUSE (or hung NFS) file that never answers, the kernel holds its mmap
+# lock, and reading its maps or cmdline, or a stat through its root, waits (killable
+# only, so neither a signal nor Ctrl-C ends the wait). So /proc is read in a worker
+# thread that says which item it is on; the calling thread watches it. When one item
+# takes longer than the budget, that worker is abandoned where it waits, and a new one
+# goes on from the next item. Watching costs the scan nothing per process.
+
+DEFAULT_TIMEOUT = 2.0  # seconds a process may take to answer
+SCAN_BUDGETS = 15  # the whole scan ends within this many timeouts (30 s by default)
+
+
+class NoAnswer(TimeoutError):
+    """The process, or a file system it uses, did not answer within the time allowed."""
+
+
+class _Worker:
+    """A thread calling work(item) for items[at:], in order. `at` says which item it is
+    on; each answer is kept as (index, exception or None, value)."""
+
+    def __init__(self, work, items, at, thread=True):
+        self.work, self.items, self.at = work, items, at
+        self.answers = []
+        self.abandoned = False
+        self.finished = _thread.allocate_lock()
+        self.finished.acquire()
+        if thread:
+            _thread.start_new_thread(self._run, ())
+        else:  # no time limit: the work is done here, now
+            self._run()
+
+    def _run(self):
+        try:
+            for index in range(self.at, len(self.items)):
+                if self.abandoned:
+                    return  # it waited past its budget; its items are someone else's
+                self.at = index
+                try:
+                    self.answers.append((index, None, self.work(self.items[index])))
+                except Exception as err:  # noqa: BLE001 - the caller sorts them out
+                    self.answers.append((index, err, None))
+        finally:
+            self.finished.release()
+
+    def wait(self, timeout, deadline):
+        """Wait until the worker is done (True), one item has taken `timeout` seconds,
+        or the monotonic clock reaches `deadline` (False)."""
+        tick = min(timeout / 4, 0.25)
+        seen, since = self.at, time.monotonic()
+        while not self.finished.acquire(True, tick):
+            now = time.monotonic()
+            if self.at != seen:
+                seen, since = self.at, now
+            elif now - since >= timeout or (deadline is not None and now >= deadline):
+                self.abandoned = True
+                return False
+        return True
+
+
+def _watched(work, items, timeout, total=None):
+    """Call work(item) for every item and return (answers, unanswered, not reached):
+    answers as (item, exception or None, value), in order; the items that took longer
+    than `timeout` seconds; those not started within `total` seconds. A timeout of None
+    calls work here and waits for every answer."""
+    if timeout is None:
+        worker = _Worker(work, items, 0, thread=False)
+        return [(items[i], e, v) for i, e, v in worker.answers], [], []
+    deadline = None if total is None else time.monotonic() + total
+    answers, unanswered, at = [], [], 0
+    while at < len(items):
+        worker = _Worker(work, items, at)
+        done = worker.wait(timeout, deadline)
+        stuck = len(items) if done else worker.at
+        answers += [(items[i], e, v) for i, e, v in list(worker.answers) if i < stuck]
+        if done:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            return answers, unanswered, items[stuck:]
+        unanswered.append(items[stuck])
+        at = stuck + 1
+    return answers, unanswered, []
+
+
+def _answer_within(timeout, call, *args):
+    """call(*args) in a watched worker: its value or exception, or NoAnswer when it
+    takes longer than `timeout` seconds (None: as long as it takes)."""
+    answers, unanswered, _ = _watched(lambda _: call(*args), [None], timeout)
+    if unanswered:
+        raise NoAnswer("no answer within %g s" % timeout)
+    error, value = answers[0][1], answers[0][2]
+    if error is not None:
+        raise error
+    return value
+
+
 # Files the kernel produces in one go: a read shorter than asked for is their end. Others
 # (maps, mountinfo, the net/ tables) come about a page per read, so read until empty, or
 # for maps until its last line (_ends_maps; no other /proc file has that line).
 _ONE_READ = frozenset(("cmdline", "stat", "status", "comm", "cgroup"))
 
+# Every read is bounded, so that no process can make lib_users hold more than this, what
+# its own files say notwithstanding. A process may point its argument area at gigabytes
+# of never-written memory (prctl PR_SET_MM), so cmdline has a cap of its own; the scan
+# reads maps a chunk at a time (_marked_maps_lines) and keeps only the lines it needs.
+CMDLINE_MAX = 256 * 1024
+_READ_MAX = 16 << 20  # status with 65536 groups is 0.7 MiB; a net/ table of a busy host
+_LIMITS = {"cmdline": CMDLINE_MAX + 1}  # one byte more tells a cut one
 
-def _read_fd(fd, one_read=False):
-    data = os.read(fd, _CHUNK)
-    if not data or (one_read and len(data) < _CHUNK):
+
+def _read_fd(fd, one_read=False, limit=_READ_MAX):
+    """Read a file to its end, or its first `limit` bytes."""
+    data = os.read(fd, min(_CHUNK, limit))
+    if not data or (one_read and len(data) < _CHUNK) or len(data) >= limit:
         return data
-    parts = [data]
-    while data and not _ends_maps(data):
+    parts, size = [data], len(data)
+    while data and not _ends_maps(data) and size < limit:
         if len(parts) == _CHECK_AFTER:
             # A long file: make sure it ends. procfs files are regular files; a --proc
             # tree might offer /dev/zero or a pipe instead.
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
-        data = os.read(fd, _CHUNK)
+        data = os.read(fd, min(_CHUNK, limit - size))
         parts.append(data)
+        size += len(data)
     return b"".join(parts)
 
 
@@ -94,6 +201,9 @@ def _read_fd(fd, one_read=False):
 # can have, so maps that end with it are complete: one read() less for every process.
 _LAST_MAPS_LINE = b"ffffffffff600000-ffffffffff601000 "
 _CHECK_AFTER = 8
+# The kernel's maps lines are shorter than a path (PATH_MAX) and its fields; a --proc
+# tree's may be longer, up to the bound of any read.
+_MAPS_LINE_MAX = _READ_MAX
 
 
 def _ends_maps(chunk):
@@ -105,8 +215,42 @@ def _ends_maps(chunk):
     return chunk.startswith(_LAST_MAPS_LINE, start)
 
 
+def _marked_maps_lines(fd):
+    """(first line, lines with the deleted marker) of an open maps file, read a chunk at
+    a time: memory stays flat however many mappings a process has. The first line is
+    empty when maps is (a kernel thread, a zombie, a process gone)."""
+    first, marked, pending, size, chunks = None, [], [], 0, 0
+    while True:
+        chunk = os.read(fd, _CHUNK)
+        chunks += 1
+        if chunks == _CHECK_AFTER and not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")  # /dev/zero in a --proc tree
+        end = chunk.rfind(b"\n") + 1  # the kernel's reads end at a line; a tree's may not
+        if chunk and not end:  # no line ends here: keep it for the next
+            pending.append(chunk)
+            size += len(chunk)
+            if size > _MAPS_LINE_MAX:
+                raise OSError(errno.EINVAL, "a maps line longer than any can be")
+            continue
+        if pending:  # (at the end of the file, what is pending is the last line)
+            pending.append(chunk)
+            chunk = b"".join(pending)
+            end += size
+            pending, size = [], 0
+        if not chunk:
+            break
+        if first is None:
+            first = chunk[: chunk.find(b"\n")] if end else chunk
+        marked.extend(_deleted_lines(chunk, end))
+        if end < len(chunk):
+            pending, size = [chunk[end:]], len(chunk) - end
+        elif _ends_maps(chunk):
+            break
+    return first or b"", marked
+
+
 def _read_at(dir_fd, name):
-    """Read a whole file relative to an open directory, as bytes.
+    """Read a whole file relative to an open directory, as bytes (at most its limit).
 
     Reading /proc/PID files through a descriptor of the /proc/PID directory ties every
     read to one process: once it exits, the directory goes stale (ENOENT/ESRCH) even if
@@ -116,7 +260,7 @@ def _read_at(dir_fd, name):
     path, dir_fd = _in(dir_fd, name)
     fd = os.open(path, _O_FILE, dir_fd=dir_fd)
     try:
-        return _read_fd(fd, name in _ONE_READ)
+        return _read_fd(fd, name in _ONE_READ, _LIMITS.get(name, _READ_MAX))
     finally:
         os.close(fd)
 
@@ -188,16 +332,28 @@ def parse_maps(data):
     return mappings
 
 
+ARGV_CUT = "[argument list cut at 256 KiB]"
+
+
 def parse_cmdline(data):
     """The argument list from the bytes of /proc/PID/cmdline.
 
-    Arguments end in NUL. A process that rewrote its title may pad it with NULs (dropped
-    here) or leave one string with no NUL at all (one argument).
+    Arguments end in NUL, and every one is kept, empty ones too (`prog x ''`). A
+    process that rewrote its title (setproctitle) leaves one string, either with no NUL
+    at all or padded with NULs to the length of its old arguments: that is one argument
+    (so `prog '' ''`, which looks the same, shows as `prog`). Past CMDLINE_MAX bytes the list is cut, and ARGV_CUT is its last item.
     """
-    data = data.rstrip(b"\0")
-    if not data:
-        return []
-    return os.fsdecode(data).split("\0")  # NUL decodes to NUL alone, whatever surrounds it
+    cut = len(data) > CMDLINE_MAX
+    if cut:
+        data = data[:CMDLINE_MAX]
+    if data.endswith(b"\0"):
+        data = data[:-1]
+    argv = os.fsdecode(data).split("\0") if data else []  # NUL decodes to NUL alone
+    if len(argv) > 1 and argv[0] and not any(argv[1:]):
+        argv = argv[:1]  # a title and its padding
+    elif not any(argv):
+        argv = []  # nothing but NULs: no argument list to show
+    return argv + [ARGV_CUT] if cut else argv
 
 
 def parse_stat(data):
@@ -308,21 +464,25 @@ def _real_uid(status):
     return int(status[at + 4 : end if end >= 0 else len(status)].split(None, 1)[0])
 
 
-def get_processes(pids=None, proc=PROC):
-    """ProcessInfo for every process, or for those in `pids`. Processes that are gone
-    or cannot be read are left out."""
-    clock, users, result = _Clock(proc), {}, []
-    for pid in list_pids(proc) if pids is None else pids:
+def get_processes(pids=None, proc=PROC, timeout=DEFAULT_TIMEOUT):
+    """ProcessInfo for every process, or for those in `pids`. Processes that are gone,
+    cannot be read or do not answer within `timeout` seconds are left out."""
+    clock, users = _Clock(proc), {}
+
+    def one(pid):
+        dir_fd = _open_pid_dir(pid, proc)
         try:
-            dir_fd = _open_pid_dir(pid, proc)
-        except (NoSuchProcess, AccessDenied):
-            continue
-        try:
-            result.append(process_info(dir_fd, pid, clock, users))
-        except (OSError, ValueError, IndexError):
-            continue
+            return process_info(dir_fd, pid, clock, users)
         finally:
             os.close(dir_fd)
+
+    result = []
+    for _pid, error, info in _watched(one, list_pids(proc) if pids is None else pids,
+                                      timeout)[0]:
+        if error is None:
+            result.append(info)
+        elif not isinstance(error, (NoSuchProcess, OSError, ValueError, IndexError)):
+            raise error
     return result
 
 
@@ -345,9 +505,14 @@ def _ref_or_none(dir_fd, pid, name):
     return None if target is None else FileRef(pid, name, target)
 
 
-def get_process_files(pid, proc=PROC):
+def get_process_files(pid, proc=PROC, timeout=DEFAULT_TIMEOUT):
     """The ProcessFiles of one process. NoSuchProcess if it is gone, AccessDenied if
-    its maps or descriptors may not be read."""
+    its maps or descriptors may not be read, NoAnswer if it does not answer within
+    `timeout` seconds."""
+    return _answer_within(timeout, _process_files, pid, proc)
+
+
+def _process_files(pid, proc):
     dir_fd = _open_pid_dir(pid, proc)
     try:
         mappings = parse_maps(_read_at(dir_fd, "maps"))
@@ -560,9 +725,14 @@ def _same_file(dir_fd, path, st):
     return _file_id_in_root(dir_fd, path) == _file_id(st)
 
 
-def get_file_info(ref, proc=PROC):
+def get_file_info(ref, proc=PROC, timeout=DEFAULT_TIMEOUT):
     """FileInfo for a FileRef from get_process_files. NoSuchProcess if the process (or
-    the descriptor) is gone, AccessDenied if it may not be read."""
+    the descriptor) is gone, AccessDenied if it may not be read, NoAnswer if it (or
+    the file's file system) does not answer within `timeout` seconds."""
+    return _answer_within(timeout, _file_info, ref, proc)
+
+
+def _file_info(ref, proc):
     dir_fd = _open_pid_dir(ref.pid, proc)
     try:
         link = ref.fd if isinstance(ref.fd, str) else "fd/%d" % ref.fd
@@ -840,39 +1010,49 @@ def ignore_table(patterns=(), literals=()):
     return FALSE_POSITIVES + extra
 
 
-def _find_marker(data, start=0):
-    """data.find(b"(deleted)", start), found faster. Every process's maps are searched
-    for the marker, and a search for one byte (memchr) runs some thirty times faster
-    than one for nine. A "(" is rare in maps except in the marker; where a file name
-    has many, the plain search takes over."""
+def _find_marker(data, start=0, stop=None):
+    """data.find(b"(deleted)", start, stop), found faster. Every process's maps are
+    searched for the marker, and a search for one byte (memchr) runs some thirty times
+    faster than one for nine. A "(" is rare in maps except in the marker; where a file
+    name has many, the plain search takes over."""
+    stop = len(data) if stop is None else stop
     for _ in range(8):
-        pos = data.find(b"(", start)
-        if pos < 0 or data.startswith(b"(deleted)", pos):
+        pos = data.find(b"(", start, stop)
+        if pos < 0 or data.startswith(b"(deleted)", pos, stop):
             return pos
         start = pos + 1
-    return data.find(b"(deleted)", start)
+    return data.find(b"(deleted)", start, stop)
 
 
-def _deleted_lines(data):
-    """The lines of maps bytes that carry the deleted marker (found without splitting
-    every line: most processes have none, and few lines have it)."""
-    pos = _find_marker(data)
+def _deleted_lines(data, stop=None):
+    """The lines of maps bytes (up to `stop`) that carry the deleted marker, found
+    without splitting every line: most processes have none, and few lines have it."""
+    stop = len(data) if stop is None else stop
+    lines = []
+    pos = _find_marker(data, 0, stop)
     while pos >= 0:
         start = data.rfind(b"\n", 0, pos) + 1
-        end = data.find(b"\n", pos)
+        end = data.find(b"\n", pos, stop)
         if end < 0:
-            end = len(data)
-        yield data[start:end]
-        pos = _find_marker(data, end)
+            end = stop
+        lines.append(data[start:end])
+        pos = _find_marker(data, end, stop)
+    return lines
 
 
 def deleted_mappings(data, table=FALSE_POSITIVES, verdicts=None):
     """The file-backed mappings in maps bytes that the kernel marks deleted, less false
-    positives: {path: Mapping}, one entry per path. `verdicts` may carry is_ignored()'s
-    answers from one process to the next (the same libraries recur in every one)."""
+    positives: {path: Mapping}, one entry per path."""
+    return _deleted_in_lines(_deleted_lines(data), table, verdicts)
+
+
+def _deleted_in_lines(lines, table=FALSE_POSITIVES, verdicts=None):
+    """deleted_mappings() of the maps lines that carry the marker. `verdicts` may carry
+    is_ignored()'s answers from one process to the next (the same libraries recur in
+    every one)."""
     found, seen = {}, set()
     verdicts = {} if verdicts is None else verdicts
-    for line in _deleted_lines(data):
+    for line in lines:
         # A library has several mappings (text, data, ...): parse each name once.
         raw = line.split(None, 5)[-1]
         if raw in seen:
@@ -939,13 +1119,14 @@ def _mapped_inode(dir_fd, mapping, inodes):
     return inodes[key]
 
 
-def deleted_mapped_files(dir_fd, data, table=FALSE_POSITIVES, sizes=False, verdicts=None,
+def deleted_mapped_files(dir_fd, lines, table=FALSE_POSITIVES, sizes=False, verdicts=None,
                          inodes=None):
-    """{path: FileUse} for the deleted files in the maps bytes of the process open as
-    `dir_fd`; sizes (which need CAP_SYS_ADMIN for map_files/) only when asked. `inodes`
-    may carry what map_files/ told from one process to the next (see _mapped_inode)."""
+    """{path: FileUse} for the deleted files in the marked maps lines (_deleted_lines)
+    of the process open as `dir_fd`; sizes (which need CAP_SYS_ADMIN for map_files/)
+    only when asked. `inodes` may carry what map_files/ told from one process to the
+    next (see _mapped_inode)."""
     found = {}
-    for path, mapping in deleted_mappings(data, table, verdicts).items():
+    for path, mapping in _deleted_in_lines(lines, table, verdicts).items():
         known = None
         if sizes or inodes is not None:
             known = _mapped_inode(dir_fd, mapping, {} if inodes is None else inodes)
@@ -1103,9 +1284,13 @@ class Finding(_Record):
 
 
 class Scan(_Record):
-    """The result of a scan: findings, and how many processes could not be read."""
+    """The result of a scan: findings, how many processes could not be read, and of
+    those the PIDs that did not answer in time and those the scan did not reach."""
 
-    __slots__ = ("findings", "scanned", "unreadable")
+    __slots__ = ("findings", "scanned", "unreadable", "unanswered", "not_reached")
+
+    def __init__(self, findings, scanned, unreadable, unanswered=(), not_reached=()):
+        super().__init__(findings, scanned, unreadable, list(unanswered), list(not_reached))
 
     @property
     def complete(self):
@@ -1162,8 +1347,8 @@ def scan_process(dir_fd, pid, how, ctx, maps=None):
     if how.fds:
         return _examine(dir_fd, pid, how, ctx, deleted_open_files(dir_fd, how.table), None)
     data = _read_at(dir_fd, "maps") if maps is None else maps
-    found = deleted_mapped_files(dir_fd, data, how.table, how.details, ctx.verdicts,
-                                 ctx.inodes)
+    found = deleted_mapped_files(dir_fd, _deleted_lines(data), how.table, how.details,
+                                 ctx.verdicts, ctx.inodes)
     return _examine(dir_fd, pid, how, ctx, found,
                     _interpreter_in(data) if how.scripts else None)
 
@@ -1208,10 +1393,10 @@ def _examine(dir_fd, pid, how, ctx, found, script_exe):
         # detailed formats show.
         exe = _link_or_none(dir_fd, "exe") if how.services else None
         comm = None
-    if not argv:  # an empty argument list: show the command name, as ps does
+    if not argv or argv[0] == ARGV_CUT:  # none: show the command name, as ps does
         if comm is None:
             comm = os.fsdecode(_read_at(dir_fd, "comm").rstrip(b"\n"))
-        argv = ["[%s]" % comm]
+        argv = ["[%s]" % comm] + argv
     exe = exe and _strip_deleted(exe)
     root_seen = info is not None and info.root is not None
     for use in found.values():
@@ -1238,20 +1423,46 @@ def _maps_first(proc, pid, how, ctx):
     except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
         raise NoSuchProcess(pid) from None
     try:
-        data = _read_fd(fd)
+        first, marked = _marked_maps_lines(fd)
+        if not first:
+            # Empty maps: a kernel thread, a zombie, or a process whose main thread
+            # exited while others run on; that one is read through a live thread.
+            os.close(fd)
+            fd = -1
+            where = _live_thread(proc, pid)
+            if where is None:
+                return None
+            fd = os.open(where + "maps", _O_FILE)
+            first, marked = _marked_maps_lines(fd)
         # The quick test every process gets: only these can lead to a finding.
-        deleted = _find_marker(data) >= 0
-        script_exe = _interpreter_in(data) if how.scripts else None
-        if not deleted and script_exe is None:
+        script_exe = _interpreter_in(first) if how.scripts else None
+        if not marked and script_exe is None:
             return None
-        found = deleted_mapped_files(where, data, how.table, how.details, ctx.verdicts,
-                                     ctx.inodes) if deleted else {}
+        found = deleted_mapped_files(where, marked, how.table, how.details, ctx.verdicts,
+                                     ctx.inodes) if marked else {}
         finding = _examine(where, pid, how, ctx, found, script_exe)
         if not os.pread(fd, 1, 0):
             raise NoSuchProcess(pid)  # exited, and the PID may be someone else's
         return finding
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
+
+
+def _live_thread(proc, pid):
+    """For a process whose main thread has exited while other threads run (its state
+    is Z, its maps, cmdline and links empty), the "PROC/PID/task/TID/" directory of a
+    live thread, as lsof reads it; None for any other process with empty maps."""
+    try:
+        if parse_stat(_read_at(None, "%s/%d/stat" % (proc, pid)))[1][0] != b"Z":
+            return None  # a kernel thread, or a process that is gone
+        tids = os.listdir("%s/%d/task" % (proc, pid))
+    except (OSError, ValueError, IndexError):
+        return None
+    for tid in tids:
+        if tid != str(pid) and tid.isascii() and tid.isdigit():
+            return "%s/%d/task/%s/" % (proc, pid, tid)
+    return None
 
 
 def _dir_first(proc, pid, how, ctx):
@@ -1262,11 +1473,15 @@ def _dir_first(proc, pid, how, ctx):
         os.close(dir_fd)
 
 
-def scan(proc=PROC, how=None, pids=None):
+def scan(proc=PROC, how=None, pids=None, timeout=DEFAULT_TIMEOUT):
     """Scan every process (or those in `pids`) for deleted files in use.
 
     Processes that exit during the scan are skipped; those that cannot be read are
-    counted. Kernel threads and zombies map nothing; lib_users itself is left out.
+    counted. Kernel threads and zombies map nothing; lib_users itself is left out. A
+    process (or a file system it uses) that does not answer within `timeout` seconds
+    is left behind and listed in `unanswered`; the whole scan ends within
+    SCAN_BUDGETS times `timeout`, and what it did not reach is listed in `not_reached`.
+    None waits as long as it takes.
     """
     how = how or ScanOptions()
     ctx = _Context(proc, how)
@@ -1278,21 +1493,23 @@ def scan(proc=PROC, how=None, pids=None):
         # hidepid=invisible: other users' processes are not even listed. PID 1 always
         # exists, so its absence says so; how many are hidden cannot be known.
         unreadable += 1
-    for pid in listed:
-        if pid == me:
-            continue
-        try:
-            finding = one(proc, pid, how, ctx)
-        except (NoSuchProcess, FileNotFoundError, ProcessLookupError):
+    total = None if timeout is None else SCAN_BUDGETS * timeout
+    answers, unanswered, not_reached = _watched(
+        lambda pid: one(proc, pid, how, ctx), [p for p in listed if p != me], timeout, total)
+    for _pid, error, finding in answers:
+        if isinstance(error, (NoSuchProcess, FileNotFoundError, ProcessLookupError)):
             continue  # gone, or exited during the scan
-        except (OSError, ValueError, IndexError):
+        if isinstance(error, (OSError, ValueError, IndexError)):
             # EACCES/EPERM, or something odd in its files: not seen, so counted.
             unreadable += 1
             continue
+        if error is not None:
+            raise error
         scanned += 1
         if finding is not None:
             findings.append(finding)
-    return Scan(findings, scanned, unreadable)
+    unreadable += len(unanswered) + len(not_reached)
+    return Scan(findings, scanned, unreadable, unanswered, not_reached)
 
 
 def freed_bytes(uses):
@@ -1707,6 +1924,7 @@ def json_pieces(report):
         "mode": "fds" if report.fds else "maps",
         "complete": report.scan.complete,
         "unreadable": report.scan.unreadable,
+        "unanswered": report.scan.unanswered,
         "groups": [],
     }
     # Processes of one unit share one Placement (see read_placement), and so its
@@ -1853,14 +2071,15 @@ NAGIOS_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 
 def nagios_status(report, warning=0, critical=None):
     """The monitoring-plugins state (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN): a count of
-    processes above a threshold alerts; a scan that missed processes is UNKNOWN."""
+    processes above a threshold alerts, whether or not the scan saw every process (what
+    was found stands); a scan that found nothing but missed processes is UNKNOWN."""
     count = len(report.scan.findings)
-    if not report.scan.complete:
-        return 3
     if critical is not None and count > critical:
         return 2
     if count > warning:
         return 1
+    if not report.scan.complete:
+        return 3
     return 0
 
 
@@ -1877,10 +2096,13 @@ def render_nagios(report, warning=0, critical=None, verbose=False):
         summary = "no process uses deleted files"
     if not report.scan.complete:
         summary += "; %s could not be read" % plural(report.scan.unreadable, "process")
+        if report.scan.unanswered:
+            summary += " (%d did not answer)" % len(report.scan.unanswered)
     if report.reboot.needed:
         summary += "; reboot needed"
-    perf = "processes=%d;%d;%s;0 services=%d;;;0" % (
-        count, warning, "" if critical is None else critical, services)
+    perf = "processes=%d;%d;%s;0 services=%d;;;0 unreadable=%d;;;0" % (
+        count, warning, "" if critical is None else critical, services,
+        report.scan.unreadable)
     # Nagios reads whatever follows a '|', in any line, as performance data.
     lines = ["LIB_USERS %s - %s | %s\n" % (NAGIOS_STATES[state],
                                             summary.replace("|", "\\x7c"), perf)]
@@ -1924,6 +2146,9 @@ def render_prometheus(report, now=None):
           [((), int(report.scan.complete))])
     gauge("lib_users_unreadable_processes", "Processes that could not be read.",
           [((), report.scan.unreadable)])
+    gauge("lib_users_unanswered_processes",
+          "Processes that did not answer in time (counted as unreadable too).",
+          [((), len(report.scan.unanswered))])
     if report.fds:
         gauge("lib_users_deleted_bytes", "Bytes that deleted files held open pin on disk.",
               [((), report.freed)])
@@ -1957,6 +2182,8 @@ OPTIONS = (
      "print metrics in the Prometheus text format"),
     ("-i", "--ignore-pattern", "patterns", "GLOB...", "also ignore deleted files matching GLOB"),
     ("-I", "--ignore-literal", "literals", "PATH...", "also ignore the deleted file PATH"),
+    (None, "--timeout", "timeout", "SECONDS",
+     "skip a process that does not answer within SECONDS (default 2; 0: wait)"),
     (None, "--proc", "proc", "DIR", "read this procfs tree instead of /proc"),
     (None, "--version", "version", None, "print the version and exit"),
     ("-h", "--help", "help", None, "show this help and exit"),
@@ -2109,6 +2336,20 @@ def _threshold(value, name):
     return number
 
 
+def _seconds(value):
+    """The --timeout value in seconds (None: no limit); UsageError if it is not a
+    number of seconds."""
+    if value is None:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86400:  # also NaN
+        raise UsageError("--timeout takes a number of seconds, not %s" % escape(value))
+    return seconds or None
+
+
 def _whole_number(text):
     """The int of a string of ASCII digits, else None: str.isdigit() also accepts "²",
     which int() refuses, and int() refuses more than 4300 digits."""
@@ -2118,6 +2359,15 @@ def _whole_number(text):
         return int(text)
     except ValueError:
         return None
+
+
+def _comm_of(proc, pid):
+    """The command name of a process, for a message ("?" where it cannot be read). The
+    kernel answers comm without the locks a stalled process holds."""
+    try:
+        return escape(os.fsdecode(_read_at(None, "%s/%d/comm" % (proc, pid)).rstrip(b"\n")))
+    except OSError:
+        return "?"
 
 
 def fatal(options, message):
@@ -2134,12 +2384,13 @@ def run(options):
     warning = _threshold(options.warning, "--warning")
     critical = _threshold(options.critical, "--critical")
     pids = parse_pids(options.pids) if options.pids else None
+    timeout = _seconds(options.timeout)
     services = options.services or options.json or options.nagios or options.prometheus
     how = ScanOptions(fds=options.fds, details=options.json, services=services,
                       scripts=options.scripts and not options.fds,
                       table=ignore_table(options.patterns, options.literals))
     try:
-        result = scan(options.proc, how, pids)
+        result = scan(options.proc, how, pids, timeout)
     except OSError as err:
         return fatal(options, "cannot read %s: %s" % (
             escape(options.proc), escape(err.strerror or str(err))))
@@ -2164,9 +2415,17 @@ def run(options):
     if not (options.json or options.nagios or options.prometheus):
         for reason in report.reboot.reasons:
             warn("reboot needed: " + reason)
-    if result.unreadable and not options.nagios:
-        advice = "; run as root to see them all" if os.geteuid() != 0 else ""
-        warn("%s could not be read%s" % (plural(result.unreadable, "process"), advice))
+    if not options.nagios:
+        for pid in result.unanswered:
+            warn("PID %d (%s) did not answer within %g s; skipped" % (
+                pid, _comm_of(options.proc, pid), timeout))
+        if result.not_reached:
+            warn("the scan did not end within %g s; %s not read" % (
+                SCAN_BUDGETS * timeout, plural(len(result.not_reached), "process")))
+        unreadable = result.unreadable - len(result.unanswered) - len(result.not_reached)
+        if unreadable:
+            advice = "; run as root to see them all" if os.geteuid() != 0 else ""
+            warn("%s could not be read%s" % (plural(unreadable, "process"), advice))
     write_output(text)
     return status
 

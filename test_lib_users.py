@@ -2486,7 +2486,7 @@ def test_svc_no_reboot_message_without_reason():
 # ---- Nagios ----------------------------------------------------------------------------------
 
 _SVC_NAGIOS = re.compile(r"^LIB_USERS (OK|WARNING|CRITICAL|UNKNOWN) - ([^|]*) \| "
-                         r"processes=(\d+);(\d*);(\d*);0 services=(\d+);;;0$")
+                         r"processes=(\d+);(\d*);(\d*);0 services=(\d+);;;0 unreadable=(\d+);;;0$")
 
 
 @pytest.fixture(scope="module")
@@ -2502,7 +2502,7 @@ def test_svc_nagios_warning_line_by_line(_svc_units_json):
     assert lines[-1] == ""
     count = len(_svc_units_json["processes"])
     assert lines[0] == ("LIB_USERS WARNING - %d processes use deleted files, 5 to restart "
-                        "(%s) | processes=%d;0;;0 services=5;;;0"
+                        "(%s) | processes=%d;0;;0 services=5;;;0 unreadable=0;;;0"
                         % (count, ", ".join(_SVC_SAFE), count))
     groups = _svc_units_json["groups"]
     assert len(lines) == 1 + len(groups) + 1
@@ -2531,25 +2531,35 @@ def test_svc_nagios_ok_on_a_clean_tree():
     result = _svc_run("--nagios", proc="svc-clean")
     assert result.returncode == 0
     assert result.stdout == ("LIB_USERS OK - no process uses deleted files | "
-                             "processes=0;0;;0 services=0;;;0\n")
+                             "processes=0;0;;0 services=0;;;0 unreadable=0;;;0\n")
     assert result.stderr == ""
 
 
-def test_svc_nagios_unknown_when_incomplete():
+def test_svc_nagios_what_was_found_wins_over_an_incomplete_scan():
+    # 1 process found, 1 unreadable: the finding alerts, the gap is said beside it.
     result = _svc_run("--nagios", proc="svc-unreadable")
-    assert result.returncode == 3
+    assert result.returncode == 1
     assert result.stderr == ""
     lines = result.stdout.splitlines()
-    assert lines == ["LIB_USERS UNKNOWN - 1 process uses deleted files, 1 to restart "
+    assert lines == ["LIB_USERS WARNING - 1 process uses deleted files, 1 to restart "
                      "(cron.service); 1 process could not be read | "
-                     "processes=1;0;;0 services=1;;;0",
+                     "processes=1;0;;0 services=1;;;0 unreadable=1;;;0",
                      '640 "/usr/sbin/cron -f"']
 
 
-def test_svc_nagios_incomplete_wins_over_critical():
+def test_svc_nagios_critical_wins_over_an_incomplete_scan():
     result = _svc_run("--nagios", "-w", "0", "-c", "0", proc="svc-unreadable")
+    assert result.returncode == 2
+    assert result.stdout.startswith("LIB_USERS CRITICAL - 1 process uses deleted files")
+    assert " unreadable=1;;;0\n" in result.stdout
+
+
+def test_svc_nagios_unknown_when_nothing_found_and_incomplete():
+    result = _svc_run("--nagios", "-p", "612,650", proc="svc-unreadable")
     assert result.returncode == 3
-    assert result.stdout.startswith("LIB_USERS UNKNOWN - ")
+    assert result.stdout == ("LIB_USERS UNKNOWN - no process uses deleted files; 1 process "
+                             "could not be read | processes=0;0;;0 services=0;;;0 "
+                             "unreadable=1;;;0\n")
 
 
 def test_svc_nagios_reboot_in_summary():
@@ -2700,13 +2710,15 @@ def test_svc_prometheus_units_tree(_svc_units_json):
     assert set(families) == {
         "lib_users_processes", "lib_users_unit_processes", "lib_users_services_to_restart",
         "lib_users_reboot_required", "lib_users_scan_complete",
-        "lib_users_unreadable_processes", "lib_users_scan_timestamp_seconds"}
+        "lib_users_unreadable_processes", "lib_users_unanswered_processes",
+        "lib_users_scan_timestamp_seconds"}
     count = len(_svc_units_json["processes"])
     assert _svc_value(families, "lib_users_processes") == count
     assert _svc_value(families, "lib_users_services_to_restart") == 5
     assert _svc_value(families, "lib_users_reboot_required") == 0
     assert _svc_value(families, "lib_users_scan_complete") == 1
     assert _svc_value(families, "lib_users_unreadable_processes") == 0
+    assert _svc_value(families, "lib_users_unanswered_processes") == 0
     stamp = _svc_value(families, "lib_users_scan_timestamp_seconds")
     assert before - 1 <= stamp <= time.time() + 1
     by_unit = families["lib_users_unit_processes"]["samples"]
@@ -2724,6 +2736,7 @@ def test_svc_prometheus_units_tree(_svc_units_json):
 
 def test_svc_prometheus_incomplete_and_reboot():
     families = _svc_parse_prometheus(_svc_run("--prometheus", proc="svc-unreadable").stdout)
+    assert _svc_value(families, "lib_users_processes") == 1  # what was found stands
     assert _svc_value(families, "lib_users_scan_complete") == 0
     assert _svc_value(families, "lib_users_unreadable_processes") == 1
     families = _svc_parse_prometheus(_svc_run("--prometheus", proc="svc-reboot").stdout)

@@ -346,6 +346,26 @@ def test_fx_start_ticks_reads_field_22_past_any_comm():
         lib_users._start_ticks(b"4242 cat S 1 2 3")
 
 
+@pytest.mark.parametrize("data, argv", [
+    (b"prog\0x\0\0", ["prog", "x", ""]),
+    (b"prog\0\0x\0", ["prog", "", "x"]),
+    (b"prog\0-v\0", ["prog", "-v"]),
+    (b"nginx: worker process\0\0\0\0\0\0", ["nginx: worker process"]),
+    (b"sshd: alice [priv]", ["sshd: alice [priv]"]),
+    (b"\0\0\0", []),
+    (b"", []),
+])
+def test_fx_parse_cmdline_keeps_every_argument(data, argv):
+    assert lib_users.parse_cmdline(data) == argv
+
+
+def test_fx_parse_cmdline_cuts_past_its_bound():
+    argv = lib_users.parse_cmdline(b"a\0" + b"B" * lib_users.CMDLINE_MAX)
+    assert argv == ["a", "B" * (lib_users.CMDLINE_MAX - 2), lib_users.ARGV_CUT]
+    assert lib_users.parse_cmdline(b"B" * lib_users.CMDLINE_MAX) == [
+        "B" * lib_users.CMDLINE_MAX]  # at the bound: whole
+
+
 def test_fx_real_uid_is_the_first_number_on_the_uid_line():
     status = (b"Name:\tUid: 7\nUmask:\t0022\nState:\tS (sleeping)\n"
               b"Uid:\t1000\t0\t0\t0\nGid:\t5\t5\t5\t5\n")
@@ -2794,8 +2814,47 @@ _LIVE_CHILD = """
 import ctypes, mmap, os, sys
 mode = sys.argv[1]
 keep = []
-if mode in ("lib", "longmaps"):
+if mode in ("lib", "longmaps", "hugeargs", "leaderexit", "manymaps"):
     keep.append(ctypes.CDLL(sys.argv[2]))
+if mode == "hugeargs":
+    # Point the argument area at 1 GiB never written, so that cmdline reads as that
+    # many NULs. PR_SET_MM_MAP sets the whole layout at once and needs no privilege.
+    size = 1 << 30
+    area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(area))
+    with open("/proc/self/stat", "rb") as f:
+        fields = [int(x) for x in f.read().rpartition(b")")[2].split()[1:]]
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.sbrk.restype = ctypes.c_void_p
+    # start_code end_code start_data end_data start_brk brk start_stack arg_start
+    # arg_end env_start env_end (stat fields 26-28 and 45-51), auxv, auxv_size, exe_fd
+    layout = (ctypes.c_uint64 * 13)(
+        fields[22], fields[23], fields[41], fields[42], fields[43],
+        libc.sbrk(ctypes.c_long(0)), fields[24], start, start + size, fields[46],
+        fields[47], 0, 0xFFFFFFFF << 32)  # no auxv; auxv_size 0 and exe_fd -1 in one word
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong,
+                           ctypes.c_ulong]
+    if libc.prctl(35, 14, layout, 104, 0):  # PR_SET_MM, PR_SET_MM_MAP, its size
+        sys.exit("prctl: %s" % os.strerror(ctypes.get_errno()))
+    keep.append(area)
+if mode == "manymaps":
+    # One page of one file mapped many times over: every mapping a line of its own
+    # (same offset, so the kernel merges none), each with the long name of the file.
+    fd = os.open(sys.argv[3], os.O_RDONLY)
+    libc = ctypes.CDLL(None)  # mmap.mmap would hold a descriptor for each
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    for _ in range(int(sys.argv[4])):
+        libc.mmap(None, mmap.PAGESIZE, mmap.PROT_READ, mmap.MAP_PRIVATE, fd, 0)
+if mode == "leaderexit":
+    # The main thread ends (SYS_exit, not exit_group) while another runs on: the
+    # maps, cmdline and links of the process read empty, those of its threads do not.
+    import threading
+    threading.Thread(target=sys.stdin.read).start()
+    sys.stdout.write("ready" + chr(10))
+    sys.stdout.flush()
+    ctypes.CDLL(None).syscall({"x86_64": 60, "aarch64": 93}[os.uname().machine], 0)
 if mode == "longmaps":
     # Mappings made after the library land below it, so before it in maps. Alternating
     # protections keep the kernel from merging neighbours into one line.
@@ -4491,6 +4550,137 @@ def test_rb_hostile_option_values_are_usage_errors(capsysbinary, args):
     expected = 3 if "--nagios" in args else 2
     assert status == expected, (status, out, err)
     assert _rb_stderr_problem(err, None) is None, err
+
+
+# ---- bounded time and memory ------------------------------------------------------------
+
+
+# The address space these runs may use: less than what they read. (Their maximum RSS says
+# little here: a child forked from pytest starts with the RSS of pytest.)
+_RB_FLAT_MEMORY = 96 << 20
+
+
+def test_rb_watchdog_leaves_a_stalled_item_behind_and_goes_on():
+    # The watchdog on its own, with work that really blocks: item 2 reads a pipe that
+    # nobody writes to until the end.
+    read_end, write_end = os.pipe()
+    try:
+        def work(item):
+            if item == 2:
+                os.read(read_end, 1)
+            return item * 10
+
+        answers, unanswered, not_reached = lib_users._watched(work, [1, 2, 3, 4], 0.3)
+        assert answers == [(1, None, 10), (3, None, 30), (4, None, 40)]
+        assert (unanswered, not_reached) == ([2], [])
+    finally:
+        os.close(write_end)  # the abandoned worker wakes (end of file) and ends
+        os.close(read_end)
+
+
+def test_rb_watchdog_ends_the_whole_run_at_its_bound():
+    read_end, write_end = os.pipe()
+    try:
+        def work(item):
+            if item > 1:
+                os.read(read_end, 1)
+            return item
+
+        answers, unanswered, not_reached = lib_users._watched(work, [1, 2, 3, 4, 5], 0.2,
+                                                              total=0.3)
+        assert answers == [(1, None, 1)]
+        # Where the bound falls between the stalls depends on the clock; that it falls,
+        # and that every item is accounted for in order, does not.
+        assert not_reached and unanswered + not_reached == [2, 3, 4, 5]
+    finally:
+        os.close(write_end)
+        os.close(read_end)
+
+
+def test_rb_watchdog_passes_errors_through():
+    answers, unanswered, _ = lib_users._watched(lambda item: 1 // item, [1, 0], 5)
+    assert answers[0] == (1, None, 1) and unanswered == []
+    assert answers[1][0] == 0 and isinstance(answers[1][1], ZeroDivisionError)
+    with pytest.raises(lib_users.NoSuchProcess):
+        lib_users.get_process_files(2 ** 22 + 1)  # no such PID: the API's own error
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", "1e9", ""])
+def test_rb_timeout_must_be_seconds(capsysbinary, value):
+    status, out, err = _rb_in_process(capsysbinary, ["--timeout", value])
+    assert status == 2 and out == b"", (status, out, err)
+    assert err.startswith(b"lib_users: --timeout takes a number of seconds"), err
+
+
+def test_rb_huge_argument_list_is_cut_and_memory_stays_flat(_live_libz, _live_tmp,
+                                                           _live_spawn):
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    child = _live_spawn(_live_child_argv("hugeargs", copy))
+    os.unlink(copy)
+    with open("/proc/%d/cmdline" % child.pid, "rb") as cmdline:
+        assert cmdline.read(4 << 20) == bytes(4 << 20)  # gigabytes of NULs, as promised
+    for args in (["-p", str(child.pid)], ["--json", "-p", str(child.pid)]):
+        result = _rb_run(args, timeout=60, limit_memory=_RB_FLAT_MEMORY)
+        assert result.returncode == 0 and not result.timed_out, result
+    line = _live_line_for(_rb_run(["-p", str(child.pid)]).stdout, child.pid)
+    assert line.endswith(" '%s'\"" % lib_users.ARGV_CUT), line
+    assert line.startswith('%d "[python' % child.pid), line  # its command name
+    doc = json.loads(result.stdout)
+    assert doc["groups"][0]["argv"][-1] == lib_users.ARGV_CUT
+
+
+def test_rb_many_long_mappings_keep_memory_flat(_live_libz, _live_tmp, _live_spawn):
+    # 30000 mappings of a file with a 4000-byte name: some 120 MB of maps, which the
+    # scan reads a chunk at a time.
+    directory = _live_tmp
+    for _ in range(20):
+        directory = os.path.join(directory, "d" * 199)
+    os.makedirs(directory)
+    page = os.path.join(directory, "page")
+    with open(page, "wb") as f:
+        f.write(bytes(4096))
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    child = _live_spawn(_live_child_argv("manymaps", copy, page, "30000"))
+    os.unlink(copy)
+    with open("/proc/%d/maps" % child.pid, "rb") as maps:
+        size = sum(len(chunk) for chunk in iter(lambda: maps.read(1 << 20), b""))
+    assert size > 100 << 20
+    for args in (["-p", str(child.pid)], ["-s", "--json", "-p", str(child.pid)]):
+        result = _rb_run(args, timeout=120, limit_memory=_RB_FLAT_MEMORY)
+        assert result.returncode == 0 and not result.timed_out, result
+        assert str(child.pid).encode() in result.stdout, result
+
+
+def test_rb_process_whose_main_thread_exited_is_read_through_a_live_thread(
+        _live_libz, _live_tmp, _live_spawn):
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    argv = _live_child_argv("leaderexit", copy)
+    child = _live_spawn(argv)
+    os.unlink(copy)
+    for _ in range(500):  # the leader's exit follows its "ready" line
+        with open("/proc/%d/stat" % child.pid, "rb") as f:
+            if f.read().rpartition(b")")[2].split()[0] == b"Z":
+                break
+        time.sleep(0.01)
+    with open("/proc/%d/maps" % child.pid, "rb") as maps:
+        assert maps.read() == b""  # the case: nothing to see through the leader
+    result = _rb_run(["-s", "-p", str(child.pid)])
+    line = _live_line_for(result.stdout, child.pid)
+    assert line == '%d "%s" uses %s' % (child.pid, _live_argv_text(argv), copy), result
+    doc = json.loads(_rb_run(["--json", "-p", str(child.pid)]).stdout)
+    assert [f["path"] for f in doc["processes"][0]["files"]] == [copy]
+    assert doc["processes"][0]["argv"] == argv
+
+
+def test_rb_trailing_empty_arguments_are_kept(_live_libz, _live_tmp, _live_spawn):
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    argv = _live_child_argv("lib", copy, "x", "")
+    child = _live_spawn(argv)
+    os.unlink(copy)
+    line = _live_line_for(_rb_run(["-p", str(child.pid)]).stdout, child.pid)
+    assert line.endswith(" x ''\""), line
+    doc = json.loads(_rb_run(["--json", "-p", str(child.pid)]).stdout)
+    assert doc["groups"][0]["argv"] == argv
 
 
 # ---- terminal safety -----------------------------------------------------------------------

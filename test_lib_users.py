@@ -1785,6 +1785,8 @@ def test_api_unprivileged_user(api_child):
 _SVC_LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
 _SVC_DOCKER = "4f3c2a1b9e8d7c6b5a49382716f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3"
 _SVC_PODMAN = "9a8b7c6d5e4f30211f2e3d4c5b6a79881a2b3c4d5e6f708192a3b4c5d6e7f809"
+_SVC_POD = "3b5a1e8c-7d2f-4c1a-9e6b-0f4d2c8a7b91"  # a Kubernetes pod UID
+_SVC_POD_ = _SVC_POD.replace("-", "_")  # as kubelet's systemd driver writes it
 _SVC_SAFE = ["cron.service", "openvpn@office.service", "ssh.service",
              "systemd-journald.service", "systemd-timesyncd.service"]
 _SVC_LIVE = pytest.mark.skipif(not sys.platform.startswith("linux")
@@ -1796,14 +1798,14 @@ def _svc_tree(name):
     return os.path.join(TESTDATA, name)
 
 
-def _svc_run(*args, proc=None):
+def _svc_run(*args, proc=None, env=None):
     cmd = [sys.executable, LIB_USERS] + (["--proc", _svc_tree(proc)] if proc else [])
     return subprocess.run(cmd + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=60)
+                          universal_newlines=True, timeout=60, env=env)
 
 
-def _svc_json(*args, proc=None):
-    result = _svc_run("--json", *args, proc=proc)
+def _svc_json(*args, proc=None, env=None):
+    result = _svc_run("--json", *args, proc=proc, env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -2039,6 +2041,176 @@ def test_svc_json_unit_with_backslash_is_exact():
     assert doc["restart"] == ["openvpn-client@my\\x2dvpn.service"]
 
 
+# ---- containers as the runtimes lay them out (svc-containers) ---------------------------
+
+_SVC_LIBPOD = "53807d4f4e361ef7488336dd14129d90a1ee4e9cebdadc72f1634cda70750af7"
+_SVC_DELETE_POD = ("a container of the Kubernetes pod with UID %s: delete the pod (kubectl "
+                   "delete pod -n NAMESPACE NAME) so that its controller recreates it")
+_SVC_CONTAINERS = {  # pid: (label, held-back reason), with no LXC tool on PATH
+    3090: ("-", "no systemd unit: restart them by hand"),  # podman's conmon
+    3100: ("podman:53807d4f4e36", "restart the container: podman restart 53807d4f4e36"),
+    3110: ("podman:c887a7dbb850", "restart the container: podman restart c887a7dbb850"),
+    3200: ("containerd:e1d2c3b4a596",
+           _SVC_DELETE_POD % "3b5a1e8c-7d2f-4c1a-9e6b-0f4d2c8a7b91"),
+    3210: ("containerd:0b1c2d3e4f5a",
+           _SVC_DELETE_POD % "8f2e6d4c-1b3a-4e5f-a6b7-c8d9e0f1a2b3"),
+    3290: ("crio-conmon-7c6b5a4938271605f4e3d2c1b0a9f8e77e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b.scope",
+           "a group of processes systemd did not start: restart the program itself"),
+    3300: ("cri-o:7c6b5a493827", _SVC_DELETE_POD % "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f"),
+    3310: ("cri-o:3a4b5c6d7e8f", _SVC_DELETE_POD % "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f"),
+    3400: ("cri:a0b1c2d3e4f5", _SVC_DELETE_POD % "6e7f8091-a2b3-4c4d-9e5f-061728394a5b"),
+    3410: ("cri:5f4e3d2c1b0a", _SVC_DELETE_POD % "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6"),
+    3500: ("lxc:db1", "restart the LXC container db1 (none of lxc-stop, lxc or incus is "
+                      "installed here)"),
+    3600: ("?", "its cgroup could not be read (Is a directory): find out what runs it"),
+}
+
+
+def _svc_path_with(tmp_path, *commands):
+    """An environment whose PATH holds only these (empty, executable) commands."""
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    for name in commands:
+        (folder / name).write_text("#!/bin/sh\nexit 0\n")
+        (folder / name).chmod(0o755)
+    return dict(os.environ, PATH=str(folder))
+
+
+def test_svc_containers_S_labels_and_advice(tmp_path):
+    result = _svc_run("-S", proc="svc-containers", env=_svc_path_with(tmp_path))
+    assert result.returncode == 0 and result.stderr == ""
+    units, restart, held = _svc_sections(result.stdout)
+    assert restart is None  # nothing here is a host service
+    assert {int(pids): label for label, pids, _argv in units} == {
+        pid: label for pid, (label, _reason) in _SVC_CONTAINERS.items()}
+    reasons = {label: reason for label, reason in _SVC_CONTAINERS.values()}
+    assert held == dict(reasons, **{"processes without a unit": reasons.pop("-")})
+
+
+@pytest.mark.parametrize("commands, advice", [
+    ((), "restart the LXC container db1 (none of lxc-stop, lxc or incus is installed here)"),
+    (("lxc-stop",), "restart the container: lxc-stop -n db1 -r"),
+    (("lxc",), "restart the container: lxc restart db1"),
+    (("incus",), "restart the container: incus restart db1"),
+    (("lxc-stop", "incus"), "restart the container: lxc-stop -n db1 -r or incus restart db1"),
+])
+def test_svc_containers_S_lxc_advice_names_installed_commands(tmp_path, commands, advice):
+    result = _svc_run("-S", "-p", "3500", proc="svc-containers",
+                      env=_svc_path_with(tmp_path, *commands))
+    assert _svc_sections(result.stdout)[2] == {"lxc:db1": advice}
+
+
+def test_svc_containers_lxc_commands_looked_up_once_and_only_for_lxc():
+    asked = []
+
+    def which(command):
+        asked.append(command)
+        return "/usr/bin/" + command if command == "lxc" else None
+
+    findings = [lib_users.Finding(pid, ["x"], {}, None, lib_users.placement_of(cgroup))
+                for pid, cgroup in ((1, "/lxc.payload.a"), (2, "/lxc.payload.b"),
+                                    (3, "/docker/" + _SVC_DOCKER), (4, "/system.slice/x.service"))]
+    plan = lib_users.plan_restarts(findings, which)
+    assert sorted(asked) == ["incus", "lxc", "lxc-stop"]
+    assert {e.label: e.reason for e in plan.entries}["lxc:b"] == (
+        "restart the container: lxc restart b")
+    assert lib_users.plan_restarts(findings[2:], which).restart == ["x.service"]
+    assert sorted(asked) == ["incus", "lxc", "lxc-stop"]  # no LXC: nothing looked up
+
+
+def test_svc_containers_json(tmp_path):
+    doc = _svc_json(proc="svc-containers", env=_svc_path_with(tmp_path))
+    assert doc["complete"] is True and doc["unreadable"] == 0
+    assert doc["restart"] == []
+    procs = {p["pid"]: p for p in doc["processes"]}
+    assert sorted(procs) == sorted(_SVC_CONTAINERS)
+    got = {pid: (p["container"], p["pod"], p["cgroup_error"]) for pid, p in procs.items()}
+    assert got == {
+        3090: (None, None, None),
+        3100: ("podman:53807d4f4e36", None, None),
+        3110: ("podman:c887a7dbb850", None, None),
+        3200: ("containerd:e1d2c3b4a596", "3b5a1e8c-7d2f-4c1a-9e6b-0f4d2c8a7b91", None),
+        3210: ("containerd:0b1c2d3e4f5a", "8f2e6d4c-1b3a-4e5f-a6b7-c8d9e0f1a2b3", None),
+        3290: (None, None, None),
+        3300: ("cri-o:7c6b5a493827", "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f", None),
+        3310: ("cri-o:3a4b5c6d7e8f", "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f", None),
+        3400: ("cri:a0b1c2d3e4f5", "6e7f8091-a2b3-4c4d-9e5f-061728394a5b", None),
+        3410: ("cri:5f4e3d2c1b0a", "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6", None),
+        3500: ("lxc:db1", None, None),
+        3600: (None, None, "Is a directory"),
+    }
+    assert procs[3090]["unit"] is None  # conmon: name=systemd is "/", v2 is "/"
+    assert procs[3200]["unit"] == "cri-containerd-%s.scope" % (
+        "e1d2c3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e")
+    assert procs[3400]["unit"] is None  # kubelet's cgroupfs driver makes no units
+    assert procs[3600]["unit"] is None and procs[3600]["files"][0]["path"] == _SVC_LIBSSL
+    groups = {tuple(g["pids"]): g for g in doc["groups"]}
+    assert groups[(3300,)]["pod"] == "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f"
+    assert groups[(3100,)]["pod"] is None
+    assert all("pod" in g for g in doc["groups"])
+
+
+def test_svc_containers_unreadable_cgroup_in_every_format(tmp_path):
+    # A process whose cgroup file cannot be read is still a process that uses a deleted
+    # library: every format reports it, and the scan is complete.
+    env = _svc_path_with(tmp_path)
+    text = _svc_run("-p", "3600", proc="svc-containers", env=env)
+    assert text.stdout == '3600 "/opt/tool/bin/tool --serve"\n'
+    units, restart, held = _svc_sections(
+        _svc_run("-S", "-p", "3600", proc="svc-containers", env=env).stdout)
+    assert units == [("?", "3600", "/opt/tool/bin/tool --serve")] and restart is None
+    assert "could not be read" in held["?"]
+    doc = _svc_json("-p", "3600", proc="svc-containers", env=env)
+    assert [p["pid"] for p in doc["processes"]] == [3600] and doc["complete"] is True
+    nagios = _svc_run("--nagios", "-p", "3600", proc="svc-containers", env=env)
+    assert nagios.returncode == 1 and "1 process uses deleted files" in nagios.stdout
+    families = _svc_parse_prometheus(
+        _svc_run("--prometheus", "-p", "3600", proc="svc-containers", env=env).stdout)
+    assert _svc_value(families, "lib_users_processes") == 1
+    assert _svc_value(families, "lib_users_scan_complete") == 1
+
+
+def test_svc_containers_prometheus_labels():
+    families = _svc_parse_prometheus(_svc_run("--prometheus", proc="svc-containers").stdout)
+    series = {(labels["unit"], labels["container"]): value for labels, value in
+              families["lib_users_unit_processes"]["samples"]}
+    assert series[("", "podman:53807d4f4e36")] == 1
+    assert series[("", "cri:a0b1c2d3e4f5")] == 1
+    assert series[("", "cri-o:3a4b5c6d7e8f")] == 1
+    crio = "7c6b5a4938271605f4e3d2c1b0a9f8e77e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b"
+    assert series[("crio-%s.scope" % crio, "cri-o:7c6b5a493827")] == 1
+    assert series[("", "lxc:db1")] == 1
+    assert series[("", "")] == 2  # podman's conmon, and the process with no cgroup read
+    assert sum(series.values()) == len(_SVC_CONTAINERS)
+
+
+def test_svc_read_placement_permission_denied(monkeypatch):
+    """EACCES on the cgroup file (an LSM, hidepid=noaccess) gives a placement that says
+    so; ESRCH still means the process is gone."""
+    tree = _svc_tree("svc-units")
+    own = lib_users.own_namespaces(tree)
+    read_at = lib_users._read_at
+
+    def denied(dir_fd, name):
+        if name == "cgroup":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return read_at(dir_fd, name)
+
+    monkeypatch.setattr(lib_users, "_read_at", denied)
+    known = {}
+    for pid, container in ((612, None), (2500, "unknown")):
+        place = lib_users.read_placement("%s/%d/" % (tree, pid), own, {}, known)
+        assert (place.unit, place.container, place.error) == (
+            None, container, "Permission denied")
+
+    def gone(dir_fd, name):
+        raise ProcessLookupError(errno.ESRCH, "gone")
+
+    monkeypatch.setattr(lib_users, "_read_at", gone)
+    with pytest.raises(ProcessLookupError):
+        lib_users.read_placement("%s/612/" % tree, own, {}, {})
+
+
 # ---- placement units ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("data, expected", [
@@ -2068,12 +2240,54 @@ def test_svc_parse_cgroup(data, expected):
     ("/lxc.monitor.web1", None),
     ("/machine.slice/machine-debian\\x2dtest.scope", "nspawn:debian-test"),
     ("/machine.slice/systemd-nspawn@arch.service/payload", "nspawn:arch"),
+    # podman's cgroupfs manager; its conmon is beside the container, not in it.
+    ("/libpod_parent/libpod-%s" % _SVC_PODMAN, "podman:9a8b7c6d5e4f"),
+    ("/libpod_parent/conmon", None),
+    ("/libpod_parent/libpod-conmon-%s" % _SVC_PODMAN, None),
+    ("/libpod_parent/libpod-%s" % _SVC_PODMAN[:12], None),  # not a container ID
+    ("/machine.slice/machine-libpod_pod_%s.slice/libpod-%s.scope" % (_SVC_DOCKER, _SVC_PODMAN),
+     "podman:9a8b7c6d5e4f"),  # a podman pod under systemd
+    # Kubernetes, kubelet's systemd driver: containerd, CRI-O and its conmon.
+    ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice/"
+     "cri-containerd-%s.scope" % (_SVC_POD_, _SVC_DOCKER), "containerd:4f3c2a1b9e8d"),
+    ("/kubepods.slice/kubepods-pod%s.slice/cri-containerd-%s.scope" % (_SVC_POD_, _SVC_DOCKER),
+     "containerd:4f3c2a1b9e8d"),
+    ("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod%s.slice/"
+     "crio-%s.scope" % (_SVC_POD_, _SVC_PODMAN), "cri-o:9a8b7c6d5e4f"),
+    ("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod%s.slice/"
+     "crio-conmon-%s.scope" % (_SVC_POD_, _SVC_PODMAN), None),
+    ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice/"
+     "docker-%s.scope" % (_SVC_POD_, _SVC_DOCKER), "docker:4f3c2a1b9e8d"),  # dockershim
+    # kubelet's cgroupfs driver: only CRI-O names the runtime.
+    ("/kubepods/burstable/pod%s/%s" % (_SVC_POD, _SVC_DOCKER), "cri:4f3c2a1b9e8d"),
+    ("/kubepods/pod%s/%s" % (_SVC_POD, _SVC_DOCKER), "cri:4f3c2a1b9e8d"),
+    ("/kubepods/besteffort/pod%s/crio-%s" % (_SVC_POD, _SVC_PODMAN), "cri-o:9a8b7c6d5e4f"),
+    ("/kubepods/burstable/pod%s" % _SVC_POD, None),  # the pod itself is no container
+    ("/system.slice/pod%s/%s" % (_SVC_POD, _SVC_DOCKER), None),  # not below kubepods
     ("/system.slice/ssh.service", None),
     ("/", None),
     (None, None),
 ])
 def test_svc_container_of(cgroup, expected):
     assert lib_users.container_of(cgroup) == expected
+
+
+@pytest.mark.parametrize("cgroup, expected", [
+    ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice/"
+     "cri-containerd-%s.scope" % (_SVC_POD_, _SVC_DOCKER), _SVC_POD),
+    ("/kubepods.slice/kubepods-pod%s.slice/crio-%s.scope" % (_SVC_POD_, _SVC_DOCKER), _SVC_POD),
+    ("/kubepods/burstable/pod%s/%s" % (_SVC_POD, _SVC_DOCKER), _SVC_POD),
+    ("/kubepods/pod%s/%s" % (_SVC_POD, _SVC_DOCKER), _SVC_POD),
+    # A static pod's UID is a hash, without dashes.
+    ("/kubepods/pod0f1e2d3c4b5a69788796a5b4c3d2e1f0/%s" % _SVC_DOCKER,
+     "0f1e2d3c4b5a69788796a5b4c3d2e1f0"),
+    ("/libpod_parent/libpod-%s" % _SVC_PODMAN, None),
+    ("/system.slice/docker-%s.scope" % _SVC_DOCKER, None),
+    (None, None),
+])
+def test_svc_pod_of(cgroup, expected):
+    assert lib_users.pod_of(cgroup) == expected
+    assert lib_users.placement_of(cgroup).pod == expected
 
 
 def test_svc_placement_of():

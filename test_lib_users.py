@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import unicodedata
+import warnings
 
 import pytest
 
@@ -2576,6 +2577,118 @@ def test_svc_live_bash_c_is_not_a_script(_svc_children):
     child = _svc_spawn(_svc_children, [bash, "-c", "echo ready; read -r line"])
     doc = _svc_json("--scripts", "-p", str(child.pid))
     assert doc["processes"] == []
+
+
+# ---- a real podman container -----------------------------------------------------------
+# The container's root is a directory of symlinks into the host's /usr, bind-mounted
+# read-only, so no image (and no registry) is needed. Its Python loads a copy of libz
+# from a bind-mounted temporary directory, deletes it and sleeps.
+
+_SVC_IN_CONTAINER = ("import ctypes, os, time\nctypes.CDLL('/lu/libz.so.1')\n"
+                     "os.unlink('/lu/libz.so.1')\ntime.sleep(600)\n")
+
+
+def _svc_cgroup_hybrid_with_v2_controllers():
+    """crun refuses a cgroup v1 hybrid host whose v2 hierarchy has controllers ("cgroups
+    in hybrid mode not supported, drop all controllers from cgroupv2")."""
+    try:
+        with open("/sys/fs/cgroup/unified/cgroup.controllers") as controllers:
+            return bool(controllers.read().split())
+    except OSError:
+        return False
+
+
+def _svc_podman(*args, timeout=120, private_cgroup2=False):
+    cmd = ["podman"] + list(args)
+    if private_cgroup2:
+        # Only in a mount namespace of the test's own: podman and crun then see a plain
+        # cgroup v1 host; the host's mounts are untouched.
+        cmd = ["unshare", "-m", "sh", "-c",
+               'umount /sys/fs/cgroup/unified && exec "$@"', "sh"] + cmd
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=timeout)
+
+
+@pytest.fixture
+def _svc_podman_container():
+    """(container ID, PID of its Python, PID of its conmon); the container is removed
+    and the directories deleted afterwards, whatever happens."""
+    if shutil.which("podman") is None:
+        pytest.skip("needs podman")
+    if os.geteuid() != 0:
+        pytest.skip("needs root (rootless podman lays its cgroups out otherwise)")
+    libz = find_libz() or pytest.skip("no libz.so.1 to copy")
+    top = tempfile.mkdtemp(prefix="lib_users_podman_")
+    rootfs, shared = os.path.join(top, "root"), os.path.join(top, "lu")
+    for name in ("proc", "sys", "dev", "tmp", "run", "etc", "usr"):
+        os.makedirs(os.path.join(rootfs, name))
+    for name in ("bin", "lib", "lib64", "sbin"):
+        os.symlink("usr/" + name, os.path.join(rootfs, name))
+    os.mkdir(shared)
+    shutil.copyfile(libz, os.path.join(shared, "libz.so.1"))
+    private = _svc_cgroup_hybrid_with_v2_controllers() and shutil.which("unshare")
+    name = "lib_users_test_%d_%d" % (os.getpid(), int(time.time() * 1000))
+    container = None
+    try:
+        # The limits: podman raises them for root, which fails without CAP_SYS_RESOURCE.
+        run = _svc_podman(
+            "run", "-d", "--name", name, "--network", "none",
+            "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+            "-v", "/usr:/usr:ro", "-v", "%s:/lu" % shared,
+            "--rootfs", rootfs, "/usr/bin/python3", "-c", _SVC_IN_CONTAINER,
+            private_cgroup2=bool(private))
+        container = run.stdout.strip() or None
+        if run.returncode != 0 or container is None:
+            pytest.skip("podman cannot run a container here: %s" % (
+                run.stderr.strip().splitlines() or ["exit %d" % run.returncode])[-1])
+        state = _svc_podman("inspect", "--format", "{{.State.Pid}} {{.State.ConmonPid}}",
+                            container)
+        assert state.returncode == 0, state.stderr
+        pid, conmon = map(int, state.stdout.split())
+        deadline = time.monotonic() + 30
+        while True:  # until the copy is loaded and deleted
+            with open("/proc/%d/maps" % pid) as maps:
+                if "/lu/libz.so.1 (deleted)" in maps.read():
+                    break
+            assert time.monotonic() < deadline, "the container's Python never got ready"
+            time.sleep(0.05)
+        yield container, pid, conmon
+    finally:
+        _svc_podman("rm", "-f", "-t", "0", container or name, timeout=60,
+                    private_cgroup2=bool(private))
+        usr = os.path.join(rootfs, "usr")
+        if os.path.ismount(usr) or os.listdir(usr):
+            # Never delete through a bind mount of the host's /usr.
+            warnings.warn("left %s behind: its usr/ is still mounted" % top)
+        else:
+            shutil.rmtree(top, ignore_errors=True)
+
+
+def test_svc_podman_live(_svc_podman_container):
+    container, pid, conmon = _svc_podman_container
+    label = "podman:" + container[:12]
+    with open("/proc/%d/cgroup" % pid) as cgroup:
+        lines = cgroup.read().splitlines()
+    # What svc-containers copies: cgroupfs puts it in /libpod_parent/libpod-ID, systemd
+    # in a libpod-ID.scope.
+    assert any(line.endswith(("/libpod_parent/libpod-" + container,
+                              "/libpod-%s.scope" % container, "/libpod-%s.scope/container"
+                              % container)) for line in lines), lines
+    result = _svc_run("-S", "-p", str(pid))
+    assert result.returncode == 0, result.stderr
+    units, restart, held = _svc_sections(result.stdout)
+    assert [(u[0], u[1]) for u in units] == [(label, str(pid))]
+    assert restart is None
+    assert held == {label: "restart the container: podman restart " + container[:12]}
+    doc = _svc_json("-p", str(pid))
+    (record,) = doc["processes"]
+    assert (record["container"], record["pod"], record["cgroup_error"]) == (label, None, None)
+    assert record["files"][0]["path"] == "/lu/libz.so.1"
+    assert record["files"][0]["replaced"] is False  # deleted, and nothing in its place
+    # conmon watches the container from outside: never labelled as the container.
+    with open("/proc/%d/cgroup" % conmon, "rb") as cgroup:
+        place = lib_users.placement_of(lib_users.parse_cgroup(cgroup.read()))
+    assert place.container is None
 
 
 # ---- reboot --------------------------------------------------------------------------------

@@ -2061,6 +2061,7 @@ _SVC_CONTAINERS = {  # pid: (label, held-back reason), with no LXC tool on PATH
     3310: ("cri-o:3a4b5c6d7e8f", _SVC_DELETE_POD % "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f"),
     3400: ("cri:a0b1c2d3e4f5", _SVC_DELETE_POD % "6e7f8091-a2b3-4c4d-9e5f-061728394a5b"),
     3410: ("cri:5f4e3d2c1b0a", _SVC_DELETE_POD % "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6"),
+    3490: ("-", "no systemd unit: restart them by hand"),  # the LXC monitor
     3500: ("lxc:db1", "restart the LXC container db1 (none of lxc-stop, lxc or incus is "
                       "installed here)"),
     3600: ("?", "its cgroup could not be read (Is a directory): find out what runs it"),
@@ -2137,6 +2138,7 @@ def test_svc_containers_json(tmp_path):
         3310: ("cri-o:3a4b5c6d7e8f", "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f", None),
         3400: ("cri:a0b1c2d3e4f5", "6e7f8091-a2b3-4c4d-9e5f-061728394a5b", None),
         3410: ("cri:5f4e3d2c1b0a", "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6", None),
+        3490: (None, None, None),
         3500: ("lxc:db1", None, None),
         3600: (None, None, "Is a directory"),
     }
@@ -2181,7 +2183,7 @@ def test_svc_containers_prometheus_labels():
     crio = "7c6b5a4938271605f4e3d2c1b0a9f8e77e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b"
     assert series[("crio-%s.scope" % crio, "cri-o:7c6b5a493827")] == 1
     assert series[("", "lxc:db1")] == 1
-    assert series[("", "")] == 2  # podman's conmon, and the process with no cgroup read
+    assert series[("", "")] == 3  # the monitors, and the process with no cgroup read
     assert sum(series.values()) == len(_SVC_CONTAINERS)
 
 
@@ -2689,6 +2691,91 @@ def test_svc_podman_live(_svc_podman_container):
     with open("/proc/%d/cgroup" % conmon, "rb") as cgroup:
         place = lib_users.placement_of(lib_users.parse_cgroup(cgroup.read()))
     assert place.container is None
+
+
+# ---- a real LXC container ----------------------------------------------------------------
+# Classic LXC, with an lxcpath of the test's own: a root of symlinks into the host's
+# /usr as for podman, and the same Python.
+
+@pytest.fixture
+def _svc_lxc_container():
+    """(name, lxcpath, PID of its Python, PID of its monitor); stopped and deleted
+    afterwards, whatever happens."""
+    if shutil.which("lxc-start") is None or shutil.which("lxc-stop") is None:
+        pytest.skip("needs lxc-start and lxc-stop (classic LXC)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    libz = find_libz() or pytest.skip("no libz.so.1 to copy")
+    top = tempfile.mkdtemp(prefix="lib_users_lxc_")
+    name = "lu%d" % os.getpid()
+    rootfs, shared = os.path.join(top, name, "rootfs"), os.path.join(top, "lu")
+    for sub in ("proc", "sys", "dev", "tmp", "run", "etc", "usr", "lu"):
+        os.makedirs(os.path.join(rootfs, sub))
+    for sub in ("bin", "lib", "lib64", "sbin"):
+        os.symlink("usr/" + sub, os.path.join(rootfs, sub))
+    os.mkdir(shared)
+    shutil.copyfile(libz, os.path.join(shared, "libz.so.1"))
+    with open(os.path.join(shared, "run.py"), "w") as script:
+        script.write(_SVC_IN_CONTAINER)
+    with open(os.path.join(top, name, "config"), "w") as config:
+        config.write("lxc.uts.name = %s\nlxc.rootfs.path = dir:%s\n"
+                     "lxc.mount.entry = /usr usr none bind,ro 0 0\n"
+                     "lxc.mount.entry = %s lu none bind 0 0\n"
+                     "lxc.mount.auto = proc:mixed sys:ro\nlxc.autodev = 1\n"
+                     "lxc.net.0.type = empty\nlxc.apparmor.profile = unconfined\n"
+                     "lxc.init.cmd = /usr/bin/python3 /lu/run.py\n" % (name, rootfs, shared))
+
+    def lxc(tool, *args):
+        return subprocess.run([tool, "-P", top, "-n", name] + list(args),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=60)
+
+    try:
+        start = lxc("lxc-start", "-d", "-o", os.path.join(top, "log"))
+        if start.returncode != 0:
+            pytest.skip("lxc-start cannot start a container here: %s" % (
+                start.stdout.strip().splitlines() or ["exit %d" % start.returncode])[-1])
+        pid = None
+        deadline = time.monotonic() + 30
+        while True:  # until it runs, and its Python has loaded and deleted the copy
+            info = lxc("lxc-info", "-p", "-H")
+            if info.returncode == 0 and info.stdout.strip().isdigit():
+                pid = int(info.stdout)
+                try:
+                    with open("/proc/%d/maps" % pid) as maps:
+                        if "/lu/libz.so.1 (deleted)" in maps.read():
+                            break
+                except FileNotFoundError:
+                    pass
+            assert time.monotonic() < deadline, "the container's Python never got ready"
+            time.sleep(0.05)
+        with open("/proc/%d/stat" % pid) as stat_file:  # its parent is the monitor
+            monitor = int(stat_file.read().rsplit(")", 1)[1].split()[1])
+        yield name, top, pid, monitor
+    finally:
+        lxc("lxc-stop", "-k")
+        usr = os.path.join(rootfs, "usr")
+        if os.path.ismount(usr) or os.listdir(usr):
+            warnings.warn("left %s behind: its usr/ is still mounted" % top)
+        else:
+            shutil.rmtree(top, ignore_errors=True)
+
+
+def test_svc_lxc_live(_svc_lxc_container, tmp_path):
+    name, _lxcpath, pid, monitor = _svc_lxc_container
+    label = "lxc:" + name
+    with open("/proc/%d/cgroup" % pid) as cgroup:
+        lines = cgroup.read().splitlines()
+    assert any(line.endswith(":/lxc.payload." + name) for line in lines), lines
+    with open("/proc/%d/cgroup" % monitor, "rb") as cgroup:
+        place = lib_users.placement_of(lib_users.parse_cgroup(cgroup.read()))
+    assert place.container is None  # the monitor: lxc.monitor.NAME, beside it
+    env = _svc_path_with(tmp_path, "lxc-stop")  # classic LXC only, whatever is installed
+    units, restart, held = _svc_sections(_svc_run("-S", "-p", str(pid), env=env).stdout)
+    assert [(u[0], u[1]) for u in units] == [(label, str(pid))] and restart is None
+    assert held == {label: "restart the container: lxc-stop -n %s -r" % name}
+    (record,) = _svc_json("-p", str(pid), env=env)["processes"]
+    assert record["container"] == label and record["files"][0]["path"] == "/lu/libz.so.1"
 
 
 # ---- reboot --------------------------------------------------------------------------------

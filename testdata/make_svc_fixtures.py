@@ -21,8 +21,8 @@ Trees:
   svc-containers/ containers as the runtimes lay them out: podman with the cgroupfs
                   manager (the lines podman 4.3 writes on a cgroup v1 hybrid host) and
                   its conmon, Kubernetes containers under containerd, CRI-O and
-                  kubelet's cgroupfs driver in each QoS class, an LXC container, and a
-                  process whose cgroup file cannot be read (it is a directory)
+                  kubelet's cgroupfs driver in each QoS class, an LXC container and its
+                  monitor, and a process whose cgroup file cannot be read (a directory)
   svc-unreadable/ one process is found, one cannot be read (its maps is a directory)
   svc-odd/        unit names with a backslash (systemd's \\x2d) and a quote, and an
                   argv with '|', which Nagios would take for performance data
@@ -176,12 +176,13 @@ def svc_units(t):
             "0::/system.slice/rsyslog.service", b"/usr/sbin/rsyslogd", deleted=None)
 
 
-def hybrid(path, systemd=None):
+def hybrid(path, systemd=None, v2=False):
     """A cgroup file of a cgroup v1 hybrid host, as on this project's test machine: the
-    named systemd hierarchy, eight controllers and the empty v2 line."""
+    named systemd hierarchy, eight controllers and the v2 line (which podman leaves at
+    the root and LXC does not)."""
     lines = ["9:name=systemd:%s" % (path if systemd is None else systemd)]
     lines += ["%d:%s:%s" % (8 - i, name, path) for i, name in enumerate(V1_CONTROLLERS)]
-    return "\n".join(lines + ["0::/"])
+    return "\n".join(lines + ["0::%s" % (path if v2 else "/")])
 
 
 def kube_slice(qos, pod):
@@ -233,8 +234,12 @@ def svc_containers(t):
     process(t, 3410, ["/usr/sbin/unbound", "-d"],  # guaranteed: no QoS level
             "0::/kubepods/pod%s/%s" % (POD_CGROUPFS_G, CRI2_ID), b"/usr/sbin/unbound",
             ns=own(7))
-    # LXC (any of classic LXC, LXD, Incus), cgroup v1 hybrid.
-    process(t, 3500, ["/usr/sbin/mariadbd"], hybrid("/lxc.payload.db1"),
+    # LXC 5.0 (classic LXC, LXD and Incus alike), cgroup v1 hybrid: the lines it wrote
+    # (test_svc_lxc_live checks them again), the v2 line included. Its monitor, which
+    # maps liblxc, is beside the container.
+    process(t, 3490, ["[lxc monitor] /var/lib/lxc db1"], hybrid("/lxc.monitor.db1", v2=True),
+            b"/usr/bin/lxc-start", deleted=LIBDIR + b"liblxc.so.1.7.0")
+    process(t, 3500, ["/usr/sbin/mariadbd"], hybrid("/lxc.payload.db1", v2=True),
             b"/usr/sbin/mariadbd", ns=own(8))
     # A cgroup file that cannot be read: read() gives EISDIR, as EACCES would fail.
     process(t, 3600, ["/opt/tool/bin/tool", "--serve"], "0::/", b"/opt/tool/bin/tool")

@@ -804,10 +804,15 @@ def parse_cgroup(data):
 class Placement(_Record):
     """Where a process runs: its systemd unit (the system manager's), the unit of a
     user's manager below user@UID.service, the user of that slice or session, its
-    login session, and its container ("docker:ID", "podman:ID", "lxc:NAME",
-    "nspawn:NAME", or "unknown" for another PID namespace with no recognised name)."""
+    login session, its container (see container_of, or "unknown" for another PID
+    namespace with no recognised name), the UID of its Kubernetes pod, and why its
+    cgroup file could not be read (None when it could)."""
 
-    __slots__ = ("unit", "user_unit", "uid", "user", "session", "container")
+    __slots__ = ("unit", "user_unit", "uid", "user", "session", "container", "pod", "error")
+
+    def __init__(self, unit, user_unit, uid, user, session, container, pod=None,
+                 error=None):
+        super().__init__(unit, user_unit, uid, user, session, container, pod, error)
 
 
 def _unescape_unit(name):
@@ -822,24 +827,69 @@ def _unescape_unit(name):
     return "".join(out)
 
 
+def _is_id(text):
+    """A container ID as runtimes write it: 64 lower-case hex digits."""
+    return len(text) == 64 and text.isascii() and all(c in "0123456789abcdef" for c in text)
+
+
+def _kube_pod(parts, i):
+    """The pod UID if parts[i] is a pod's cgroup below kubelet's kubepods: `pod<UID>`
+    (cgroupfs driver) or `kubepods[-QOS]-pod<UID>.slice` (systemd driver, where the
+    '-' of the UID are written '_'). None otherwise."""
+    if not any(p in ("kubepods", "kubepods.slice") for p in parts[:i]):
+        return None
+    part = parts[i]
+    if part.startswith("kubepods-") and part.endswith(".slice") and "-pod" in part:
+        return part[part.index("-pod") + 4 : -6].replace("_", "-") or None
+    if part.startswith("pod") and len(part) > 3:
+        return part[3:]
+    return None
+
+
 def container_of(cgroup):
     """The container a cgroup path belongs to, recognised from the names container
-    managers give their cgroups; None if there is none."""
+    managers give their cgroups: "docker:ID", "podman:ID", "containerd:ID", "cri-o:ID",
+    "cri:ID" (a Kubernetes container whose runtime the path does not name; IDs cut to
+    12 characters), "lxc:NAME", "nspawn:NAME"; None if there is none. The runtimes'
+    monitors (conmon) run beside their containers, not in them."""
     parts = [p for p in (cgroup or "").split("/") if p]
     for i, part in enumerate(parts):
         if part.startswith("docker-") and part.endswith(".scope"):
             return "docker:" + part[7:-6][:12]
         if part == "docker" and i + 1 < len(parts) and len(parts[i + 1]) == 64:
             return "docker:" + parts[i + 1][:12]  # the cgroupfs driver: /docker/ID
-        if part.startswith("libpod-") and part.endswith(".scope"):
-            if not part.startswith("libpod-conmon-"):
+        if part.startswith("libpod-") and not part.startswith("libpod-conmon-"):
+            if part.endswith(".scope"):
                 return "podman:" + part[7:-6][:12]
+            if _is_id(part[7:]):  # the cgroupfs manager: /libpod_parent/libpod-ID
+                return "podman:" + part[7:19]
+        if part.startswith("cri-containerd-") and part.endswith(".scope"):
+            return "containerd:" + part[15:-6][:12]
+        if part.startswith("crio-") and not part.startswith("crio-conmon-"):
+            if part.endswith(".scope"):
+                return "cri-o:" + part[5:-6][:12]
+            if _is_id(part[5:]):  # CRI-O with cgroupfs: /kubepods/QOS/podUID/crio-ID
+                return "cri-o:" + part[5:17]
+        if (i + 1 < len(parts) and _is_id(parts[i + 1])
+                and _kube_pod(parts, i) is not None):
+            return "cri:" + parts[i + 1][:12]  # kubelet's cgroupfs driver: podUID/ID
         if part.startswith("lxc.payload."):
             return "lxc:" + part[len("lxc.payload."):]
         if part.startswith("machine-") and part.endswith(".scope"):
             return "nspawn:" + _unescape_unit(part[8:-6])
         if part.startswith("systemd-nspawn@") and part.endswith(".service"):
             return "nspawn:" + _unescape_unit(part[15:-8])
+    return None
+
+
+def pod_of(cgroup):
+    """The UID of the Kubernetes pod a cgroup path belongs to, with its dashes; None if
+    it is not below kubelet's kubepods."""
+    parts = [p for p in (cgroup or "").split("/") if p]
+    for i in range(len(parts)):
+        pod = _kube_pod(parts, i)
+        if pod is not None:
+            return pod
     return None
 
 
@@ -859,7 +909,9 @@ def placement_of(cgroup, users=None):
         elif user_unit is None and unit.startswith("user@") and part != "init.scope":
             user_unit = part
     user = None if uid is None else _user_name(uid, {} if users is None else users)
-    return Placement(unit, user_unit, uid, user, session, container_of(cgroup))
+    container = container_of(cgroup)
+    return Placement(unit, user_unit, uid, user, session, container,
+                     None if container is None else pod_of(cgroup))
 
 
 def namespaces(dir_fd):
@@ -890,11 +942,19 @@ def read_placement(dir_fd, own_ns, users, known=None):
     `known` keeps the answers by cgroup file and namespace, to be shared: the many
     processes of one unit have the same cgroup file, which need not be parsed again.
     """
+    known = {} if known is None else known
     try:
         cgroup = _read_at(dir_fd, "cgroup")
     except FileNotFoundError:
         cgroup = None
-    known = {} if known is None else known
+    except ProcessLookupError:
+        raise  # gone
+    except OSError as err:
+        # EACCES, EPERM, EIO...: the process is still reported, its placement unknown.
+        cgroup = ("error", err.errno)
+        if cgroup not in known:
+            known[cgroup] = Placement(None, None, None, None, None, None,
+                                      error=err.strerror or str(err))
     place = known.get(cgroup)
     if place is None:
         place = known[cgroup] = placement_of(
@@ -905,7 +965,7 @@ def read_placement(dir_fd, own_ns, users, known=None):
             key = (cgroup, "unknown")
             if key not in known:
                 known[key] = Placement(place.unit, place.user_unit, place.uid, place.user,
-                                       place.session, "unknown")
+                                       place.session, "unknown", error=place.error)
             place = known[key]
     return place
 
@@ -1584,13 +1644,34 @@ def held_back_reason(unit):
 
 
 _CONTAINER_RESTART = {"docker": "docker restart %s", "podman": "podman restart %s",
-                      "lxc": "lxc restart %s", "nspawn": "machinectl reboot %s"}
+                      "nspawn": "machinectl reboot %s"}
+# LXC containers are lxc.payload.NAME whichever tool made them, and each tool has its
+# own command: classic LXC's, LXD's or Incus's, as far as it is installed here.
+_LXC_RESTART = (("lxc-stop", "lxc-stop -n %s -r"), ("lxc", "lxc restart %s"),
+                ("incus", "incus restart %s"))
 
 
-def container_advice(container):
+def which(command):
+    """The path of `command` on PATH, or None (shutil, imported only when asked)."""
+    import shutil
+    return shutil.which(command)
+
+
+def container_advice(container, pod=None, which=which):
+    """What to do about a process in `container` (a Placement's), in Kubernetes pod
+    `pod`; `which` looks up a command on PATH (asked for LXC only)."""
     kind, _, name = container.partition(":")
+    if pod is not None:
+        return ("a container of the Kubernetes pod with UID %s: delete the pod (kubectl "
+                "delete pod -n NAMESPACE NAME) so that its controller recreates it" % pod)
     if kind in _CONTAINER_RESTART:
         return "restart the container: " + _CONTAINER_RESTART[kind] % name
+    if kind == "lxc":
+        commands = [command % name for tool, command in _LXC_RESTART if which(tool)]
+        if not commands:
+            return ("restart the LXC container %s (none of lxc-stop, lxc or incus is "
+                    "installed here)" % name)
+        return "restart the container: " + " or ".join(commands)
     return "a process in another PID namespace: restart the container it runs in"
 
 
@@ -1608,13 +1689,24 @@ class RestartPlan(_Record):
     __slots__ = ("restart", "entries")
 
 
-def plan_restarts(findings):
-    """Sort findings into units and containers and say which units to restart."""
-    entries = {}
+def plan_restarts(findings, which=which):
+    """Sort findings into units and containers and say which units to restart.
+    `which` looks up commands on PATH (see container_advice)."""
+    entries, found = {}, {}
+
+    def cached(command):  # each command looked up once, and only if asked for
+        if command not in found:
+            found[command] = which(command)
+        return found[command]
+
     for finding in findings:
         place = finding.placement or Placement(None, None, None, None, None, None)
         if place.container is not None:
-            key, reason = place.container, container_advice(place.container)
+            key = place.container
+            reason = container_advice(place.container, place.pod, cached)
+        elif place.error is not None:
+            key = "?"
+            reason = "its cgroup could not be read (%s): find out what runs it" % place.error
         elif place.unit is None:
             key, reason = "", "no systemd unit: restart them by hand"
         elif place.user_unit is not None:
@@ -1936,7 +2028,7 @@ def json_pieces(report):
     places = {f.pid: placed[id(f.placement)] for f in report.scan.findings}
     for group in report.groups:
         entry = {"argv": group.argv, "pids": group.pids, "files": group.files}
-        for field in ("unit", "container", "session"):
+        for field in ("unit", "container", "pod", "session"):
             # The group's unit (container, session) where all its processes share it.
             values = [places[pid][0][field] for pid in group.pids]
             entry[field] = values[0] if all(v == values[0] for v in values) else None
@@ -1980,7 +2072,7 @@ def _object_template(keys, level):
         [_json_string(key).replace("%", "%%") + ": %s" for key in keys]), "  " * level)
 
 
-_PLACEMENT_KEYS = ("unit", "user_unit", "container", "session")
+_PLACEMENT_KEYS = ("unit", "user_unit", "container", "pod", "session", "cgroup_error")
 # The placement's members go in before "files", written once for all its processes.
 _PROCESS_JSON = _object_template(ProcessInfo.__slots__ + ("files",), 2).replace(
     ',\n      "files"', '%s,\n      "files"')
@@ -2026,12 +2118,12 @@ def _placement_json(place):
 
 def _placement_doc(place):
     if place is None:
-        return {"unit": None, "user_unit": None, "container": None, "session": None}
+        return dict.fromkeys(_PLACEMENT_KEYS)
     session = None
     if place.session is not None:
         session = {"id": place.session, "uid": place.uid, "user": place.user}
     return {"unit": place.unit, "user_unit": place.user_unit, "container": place.container,
-            "session": session}
+            "pod": place.pod, "session": session, "cgroup_error": place.error}
 
 
 def _head(pids, verbose):

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import unicodedata
+import warnings
 
 import pytest
 
@@ -1805,6 +1806,8 @@ def test_api_unprivileged_user(api_child):
 _SVC_LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
 _SVC_DOCKER = "4f3c2a1b9e8d7c6b5a49382716f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3"
 _SVC_PODMAN = "9a8b7c6d5e4f30211f2e3d4c5b6a79881a2b3c4d5e6f708192a3b4c5d6e7f809"
+_SVC_POD = "3b5a1e8c-7d2f-4c1a-9e6b-0f4d2c8a7b91"  # a Kubernetes pod UID
+_SVC_POD_ = _SVC_POD.replace("-", "_")  # as kubelet's systemd driver writes it
 _SVC_SAFE = ["cron.service", "openvpn@office.service", "ssh.service",
              "systemd-journald.service", "systemd-timesyncd.service"]
 _SVC_LIVE = pytest.mark.skipif(not sys.platform.startswith("linux")
@@ -1816,14 +1819,14 @@ def _svc_tree(name):
     return os.path.join(TESTDATA, name)
 
 
-def _svc_run(*args, proc=None):
+def _svc_run(*args, proc=None, env=None):
     cmd = [sys.executable, LIB_USERS] + (["--proc", _svc_tree(proc)] if proc else [])
     return subprocess.run(cmd + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=60)
+                          universal_newlines=True, timeout=60, env=env)
 
 
-def _svc_json(*args, proc=None):
-    result = _svc_run("--json", *args, proc=proc)
+def _svc_json(*args, proc=None, env=None):
+    result = _svc_run("--json", *args, proc=proc, env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -2059,6 +2062,178 @@ def test_svc_json_unit_with_backslash_is_exact():
     assert doc["restart"] == ["openvpn-client@my\\x2dvpn.service"]
 
 
+# ---- containers as the runtimes lay them out (svc-containers) ---------------------------
+
+_SVC_LIBPOD = "53807d4f4e361ef7488336dd14129d90a1ee4e9cebdadc72f1634cda70750af7"
+_SVC_DELETE_POD = ("a container of the Kubernetes pod with UID %s: delete the pod (kubectl "
+                   "delete pod -n NAMESPACE NAME) so that its controller recreates it")
+_SVC_CONTAINERS = {  # pid: (label, held-back reason), with no LXC tool on PATH
+    3090: ("-", "no systemd unit: restart them by hand"),  # podman's conmon
+    3100: ("podman:53807d4f4e36", "restart the container: podman restart 53807d4f4e36"),
+    3110: ("podman:c887a7dbb850", "restart the container: podman restart c887a7dbb850"),
+    3200: ("containerd:e1d2c3b4a596",
+           _SVC_DELETE_POD % "3b5a1e8c-7d2f-4c1a-9e6b-0f4d2c8a7b91"),
+    3210: ("containerd:0b1c2d3e4f5a",
+           _SVC_DELETE_POD % "8f2e6d4c-1b3a-4e5f-a6b7-c8d9e0f1a2b3"),
+    3290: ("crio-conmon-7c6b5a4938271605f4e3d2c1b0a9f8e77e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b.scope",
+           "a group of processes systemd did not start: restart the program itself"),
+    3300: ("cri-o:7c6b5a493827", _SVC_DELETE_POD % "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f"),
+    3310: ("cri-o:3a4b5c6d7e8f", _SVC_DELETE_POD % "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f"),
+    3400: ("cri:a0b1c2d3e4f5", _SVC_DELETE_POD % "6e7f8091-a2b3-4c4d-9e5f-061728394a5b"),
+    3410: ("cri:5f4e3d2c1b0a", _SVC_DELETE_POD % "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6"),
+    3490: ("-", "no systemd unit: restart them by hand"),  # the LXC monitor
+    3500: ("lxc:db1", "restart the LXC container db1 (none of lxc-stop, lxc or incus is "
+                      "installed here)"),
+    3600: ("?", "its cgroup could not be read (Is a directory): find out what runs it"),
+}
+
+
+def _svc_path_with(tmp_path, *commands):
+    """An environment whose PATH holds only these (empty, executable) commands."""
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    for name in commands:
+        (folder / name).write_text("#!/bin/sh\nexit 0\n")
+        (folder / name).chmod(0o755)
+    return dict(os.environ, PATH=str(folder))
+
+
+def test_svc_containers_S_labels_and_advice(tmp_path):
+    result = _svc_run("-S", proc="svc-containers", env=_svc_path_with(tmp_path))
+    assert result.returncode == 0 and result.stderr == ""
+    units, restart, held = _svc_sections(result.stdout)
+    assert restart is None  # nothing here is a host service
+    assert {int(pids): label for label, pids, _argv in units} == {
+        pid: label for pid, (label, _reason) in _SVC_CONTAINERS.items()}
+    reasons = {label: reason for label, reason in _SVC_CONTAINERS.values()}
+    assert held == dict(reasons, **{"processes without a unit": reasons.pop("-")})
+
+
+@pytest.mark.parametrize("commands, advice", [
+    ((), "restart the LXC container db1 (none of lxc-stop, lxc or incus is installed here)"),
+    (("lxc-stop",), "restart the container: lxc-stop -n db1 -r"),
+    (("lxc",), "restart the container: lxc restart db1"),
+    (("incus",), "restart the container: incus restart db1"),
+    (("lxc-stop", "incus"), "restart the container: lxc-stop -n db1 -r or incus restart db1"),
+])
+def test_svc_containers_S_lxc_advice_names_installed_commands(tmp_path, commands, advice):
+    result = _svc_run("-S", "-p", "3500", proc="svc-containers",
+                      env=_svc_path_with(tmp_path, *commands))
+    assert _svc_sections(result.stdout)[2] == {"lxc:db1": advice}
+
+
+def test_svc_containers_lxc_commands_looked_up_once_and_only_for_lxc():
+    asked = []
+
+    def which(command):
+        asked.append(command)
+        return "/usr/bin/" + command if command == "lxc" else None
+
+    findings = [lib_users.Finding(pid, ["x"], {}, None, lib_users.placement_of(cgroup))
+                for pid, cgroup in ((1, "/lxc.payload.a"), (2, "/lxc.payload.b"),
+                                    (3, "/docker/" + _SVC_DOCKER), (4, "/system.slice/x.service"))]
+    plan = lib_users.plan_restarts(findings, which)
+    assert sorted(asked) == ["incus", "lxc", "lxc-stop"]
+    assert {e.label: e.reason for e in plan.entries}["lxc:b"] == (
+        "restart the container: lxc restart b")
+    assert lib_users.plan_restarts(findings[2:], which).restart == ["x.service"]
+    assert sorted(asked) == ["incus", "lxc", "lxc-stop"]  # no LXC: nothing looked up
+
+
+def test_svc_containers_json(tmp_path):
+    doc = _svc_json(proc="svc-containers", env=_svc_path_with(tmp_path))
+    assert doc["complete"] is True and doc["unreadable"] == 0
+    assert doc["restart"] == []
+    procs = {p["pid"]: p for p in doc["processes"]}
+    assert sorted(procs) == sorted(_SVC_CONTAINERS)
+    got = {pid: (p["container"], p["pod"], p["cgroup_error"]) for pid, p in procs.items()}
+    assert got == {
+        3090: (None, None, None),
+        3100: ("podman:53807d4f4e36", None, None),
+        3110: ("podman:c887a7dbb850", None, None),
+        3200: ("containerd:e1d2c3b4a596", "3b5a1e8c-7d2f-4c1a-9e6b-0f4d2c8a7b91", None),
+        3210: ("containerd:0b1c2d3e4f5a", "8f2e6d4c-1b3a-4e5f-a6b7-c8d9e0f1a2b3", None),
+        3290: (None, None, None),
+        3300: ("cri-o:7c6b5a493827", "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f", None),
+        3310: ("cri-o:3a4b5c6d7e8f", "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f", None),
+        3400: ("cri:a0b1c2d3e4f5", "6e7f8091-a2b3-4c4d-9e5f-061728394a5b", None),
+        3410: ("cri:5f4e3d2c1b0a", "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6", None),
+        3490: (None, None, None),
+        3500: ("lxc:db1", None, None),
+        3600: (None, None, "Is a directory"),
+    }
+    assert procs[3090]["unit"] is None  # conmon: name=systemd is "/", v2 is "/"
+    assert procs[3200]["unit"] == "cri-containerd-%s.scope" % (
+        "e1d2c3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e")
+    assert procs[3400]["unit"] is None  # kubelet's cgroupfs driver makes no units
+    assert procs[3600]["unit"] is None and procs[3600]["files"][0]["path"] == _SVC_LIBSSL
+    groups = {tuple(g["pids"]): g for g in doc["groups"]}
+    assert groups[(3300,)]["pod"] == "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f"
+    assert groups[(3100,)]["pod"] is None
+    assert all("pod" in g for g in doc["groups"])
+
+
+def test_svc_containers_unreadable_cgroup_in_every_format(tmp_path):
+    # A process whose cgroup file cannot be read is still a process that uses a deleted
+    # library: every format reports it, and the scan is complete.
+    env = _svc_path_with(tmp_path)
+    text = _svc_run("-p", "3600", proc="svc-containers", env=env)
+    assert text.stdout == '3600 "/opt/tool/bin/tool --serve"\n'
+    units, restart, held = _svc_sections(
+        _svc_run("-S", "-p", "3600", proc="svc-containers", env=env).stdout)
+    assert units == [("?", "3600", "/opt/tool/bin/tool --serve")] and restart is None
+    assert "could not be read" in held["?"]
+    doc = _svc_json("-p", "3600", proc="svc-containers", env=env)
+    assert [p["pid"] for p in doc["processes"]] == [3600] and doc["complete"] is True
+    nagios = _svc_run("--nagios", "-p", "3600", proc="svc-containers", env=env)
+    assert nagios.returncode == 1 and "1 process uses deleted files" in nagios.stdout
+    families = _svc_parse_prometheus(
+        _svc_run("--prometheus", "-p", "3600", proc="svc-containers", env=env).stdout)
+    assert _svc_value(families, "lib_users_processes") == 1
+    assert _svc_value(families, "lib_users_scan_complete") == 1
+
+
+def test_svc_containers_prometheus_labels():
+    families = _svc_parse_prometheus(_svc_run("--prometheus", proc="svc-containers").stdout)
+    series = {(labels["unit"], labels["container"]): value for labels, value in
+              families["lib_users_unit_processes"]["samples"]}
+    assert series[("", "podman:53807d4f4e36")] == 1
+    assert series[("", "cri:a0b1c2d3e4f5")] == 1
+    assert series[("", "cri-o:3a4b5c6d7e8f")] == 1
+    crio = "7c6b5a4938271605f4e3d2c1b0a9f8e77e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b"
+    assert series[("crio-%s.scope" % crio, "cri-o:7c6b5a493827")] == 1
+    assert series[("", "lxc:db1")] == 1
+    assert series[("", "")] == 3  # the monitors, and the process with no cgroup read
+    assert sum(series.values()) == len(_SVC_CONTAINERS)
+
+
+def test_svc_read_placement_permission_denied(monkeypatch):
+    """EACCES on the cgroup file (an LSM, hidepid=noaccess) gives a placement that says
+    so; ESRCH still means the process is gone."""
+    tree = _svc_tree("svc-units")
+    own = lib_users.own_namespaces(tree)
+    read_at = lib_users._read_at
+
+    def denied(dir_fd, name):
+        if name == "cgroup":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return read_at(dir_fd, name)
+
+    monkeypatch.setattr(lib_users, "_read_at", denied)
+    known = {}
+    for pid, container in ((612, None), (2500, "unknown")):
+        place = lib_users.read_placement("%s/%d/" % (tree, pid), own, {}, known)
+        assert (place.unit, place.container, place.error) == (
+            None, container, "Permission denied")
+
+    def gone(dir_fd, name):
+        raise ProcessLookupError(errno.ESRCH, "gone")
+
+    monkeypatch.setattr(lib_users, "_read_at", gone)
+    with pytest.raises(ProcessLookupError):
+        lib_users.read_placement("%s/612/" % tree, own, {}, {})
+
+
 # ---- placement units ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("data, expected", [
@@ -2088,12 +2263,54 @@ def test_svc_parse_cgroup(data, expected):
     ("/lxc.monitor.web1", None),
     ("/machine.slice/machine-debian\\x2dtest.scope", "nspawn:debian-test"),
     ("/machine.slice/systemd-nspawn@arch.service/payload", "nspawn:arch"),
+    # podman's cgroupfs manager; its conmon is beside the container, not in it.
+    ("/libpod_parent/libpod-%s" % _SVC_PODMAN, "podman:9a8b7c6d5e4f"),
+    ("/libpod_parent/conmon", None),
+    ("/libpod_parent/libpod-conmon-%s" % _SVC_PODMAN, None),
+    ("/libpod_parent/libpod-%s" % _SVC_PODMAN[:12], None),  # not a container ID
+    ("/machine.slice/machine-libpod_pod_%s.slice/libpod-%s.scope" % (_SVC_DOCKER, _SVC_PODMAN),
+     "podman:9a8b7c6d5e4f"),  # a podman pod under systemd
+    # Kubernetes, kubelet's systemd driver: containerd, CRI-O and its conmon.
+    ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice/"
+     "cri-containerd-%s.scope" % (_SVC_POD_, _SVC_DOCKER), "containerd:4f3c2a1b9e8d"),
+    ("/kubepods.slice/kubepods-pod%s.slice/cri-containerd-%s.scope" % (_SVC_POD_, _SVC_DOCKER),
+     "containerd:4f3c2a1b9e8d"),
+    ("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod%s.slice/"
+     "crio-%s.scope" % (_SVC_POD_, _SVC_PODMAN), "cri-o:9a8b7c6d5e4f"),
+    ("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod%s.slice/"
+     "crio-conmon-%s.scope" % (_SVC_POD_, _SVC_PODMAN), None),
+    ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice/"
+     "docker-%s.scope" % (_SVC_POD_, _SVC_DOCKER), "docker:4f3c2a1b9e8d"),  # dockershim
+    # kubelet's cgroupfs driver: only CRI-O names the runtime.
+    ("/kubepods/burstable/pod%s/%s" % (_SVC_POD, _SVC_DOCKER), "cri:4f3c2a1b9e8d"),
+    ("/kubepods/pod%s/%s" % (_SVC_POD, _SVC_DOCKER), "cri:4f3c2a1b9e8d"),
+    ("/kubepods/besteffort/pod%s/crio-%s" % (_SVC_POD, _SVC_PODMAN), "cri-o:9a8b7c6d5e4f"),
+    ("/kubepods/burstable/pod%s" % _SVC_POD, None),  # the pod itself is no container
+    ("/system.slice/pod%s/%s" % (_SVC_POD, _SVC_DOCKER), None),  # not below kubepods
     ("/system.slice/ssh.service", None),
     ("/", None),
     (None, None),
 ])
 def test_svc_container_of(cgroup, expected):
     assert lib_users.container_of(cgroup) == expected
+
+
+@pytest.mark.parametrize("cgroup, expected", [
+    ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice/"
+     "cri-containerd-%s.scope" % (_SVC_POD_, _SVC_DOCKER), _SVC_POD),
+    ("/kubepods.slice/kubepods-pod%s.slice/crio-%s.scope" % (_SVC_POD_, _SVC_DOCKER), _SVC_POD),
+    ("/kubepods/burstable/pod%s/%s" % (_SVC_POD, _SVC_DOCKER), _SVC_POD),
+    ("/kubepods/pod%s/%s" % (_SVC_POD, _SVC_DOCKER), _SVC_POD),
+    # A static pod's UID is a hash, without dashes.
+    ("/kubepods/pod0f1e2d3c4b5a69788796a5b4c3d2e1f0/%s" % _SVC_DOCKER,
+     "0f1e2d3c4b5a69788796a5b4c3d2e1f0"),
+    ("/libpod_parent/libpod-%s" % _SVC_PODMAN, None),
+    ("/system.slice/docker-%s.scope" % _SVC_DOCKER, None),
+    (None, None),
+])
+def test_svc_pod_of(cgroup, expected):
+    assert lib_users.pod_of(cgroup) == expected
+    assert lib_users.placement_of(cgroup).pod == expected
 
 
 def test_svc_placement_of():
@@ -2382,6 +2599,203 @@ def test_svc_live_bash_c_is_not_a_script(_svc_children):
     child = _svc_spawn(_svc_children, [bash, "-c", "echo ready; read -r line"])
     doc = _svc_json("--scripts", "-p", str(child.pid))
     assert doc["processes"] == []
+
+
+# ---- a real podman container -----------------------------------------------------------
+# The container's root is a directory of symlinks into the host's /usr, bind-mounted
+# read-only, so no image (and no registry) is needed. Its Python loads a copy of libz
+# from a bind-mounted temporary directory, deletes it and sleeps.
+
+_SVC_IN_CONTAINER = ("import ctypes, os, time\nctypes.CDLL('/lu/libz.so.1')\n"
+                     "os.unlink('/lu/libz.so.1')\ntime.sleep(600)\n")
+
+
+def _svc_cgroup_hybrid_with_v2_controllers():
+    """crun refuses a cgroup v1 hybrid host whose v2 hierarchy has controllers ("cgroups
+    in hybrid mode not supported, drop all controllers from cgroupv2")."""
+    try:
+        with open("/sys/fs/cgroup/unified/cgroup.controllers") as controllers:
+            return bool(controllers.read().split())
+    except OSError:
+        return False
+
+
+def _svc_podman(*args, timeout=120, private_cgroup2=False):
+    cmd = ["podman"] + list(args)
+    if private_cgroup2:
+        # Only in a mount namespace of the test's own: podman and crun then see a plain
+        # cgroup v1 host; the host's mounts are untouched.
+        cmd = ["unshare", "-m", "sh", "-c",
+               'umount /sys/fs/cgroup/unified && exec "$@"', "sh"] + cmd
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=timeout)
+
+
+@pytest.fixture
+def _svc_podman_container():
+    """(container ID, PID of its Python, PID of its conmon); the container is removed
+    and the directories deleted afterwards, whatever happens."""
+    if shutil.which("podman") is None:
+        pytest.skip("needs podman")
+    if os.geteuid() != 0:
+        pytest.skip("needs root (rootless podman lays its cgroups out otherwise)")
+    libz = find_libz() or pytest.skip("no libz.so.1 to copy")
+    top = tempfile.mkdtemp(prefix="lib_users_podman_")
+    rootfs, shared = os.path.join(top, "root"), os.path.join(top, "lu")
+    for name in ("proc", "sys", "dev", "tmp", "run", "etc", "usr"):
+        os.makedirs(os.path.join(rootfs, name))
+    for name in ("bin", "lib", "lib64", "sbin"):
+        os.symlink("usr/" + name, os.path.join(rootfs, name))
+    os.mkdir(shared)
+    shutil.copyfile(libz, os.path.join(shared, "libz.so.1"))
+    private = _svc_cgroup_hybrid_with_v2_controllers() and shutil.which("unshare")
+    name = "lib_users_test_%d_%d" % (os.getpid(), int(time.time() * 1000))
+    container = None
+    try:
+        # The limits: podman raises them for root, which fails without CAP_SYS_RESOURCE.
+        run = _svc_podman(
+            "run", "-d", "--name", name, "--network", "none",
+            "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+            "-v", "/usr:/usr:ro", "-v", "%s:/lu" % shared,
+            "--rootfs", rootfs, "/usr/bin/python3", "-c", _SVC_IN_CONTAINER,
+            private_cgroup2=bool(private))
+        container = run.stdout.strip() or None
+        if run.returncode != 0 or container is None:
+            pytest.skip("podman cannot run a container here: %s" % (
+                run.stderr.strip().splitlines() or ["exit %d" % run.returncode])[-1])
+        state = _svc_podman("inspect", "--format", "{{.State.Pid}} {{.State.ConmonPid}}",
+                            container)
+        assert state.returncode == 0, state.stderr
+        pid, conmon = map(int, state.stdout.split())
+        deadline = time.monotonic() + 30
+        while True:  # until the copy is loaded and deleted
+            with open("/proc/%d/maps" % pid) as maps:
+                if "/lu/libz.so.1 (deleted)" in maps.read():
+                    break
+            assert time.monotonic() < deadline, "the container's Python never got ready"
+            time.sleep(0.05)
+        yield container, pid, conmon
+    finally:
+        _svc_podman("rm", "-f", "-t", "0", container or name, timeout=60,
+                    private_cgroup2=bool(private))
+        usr = os.path.join(rootfs, "usr")
+        if os.path.ismount(usr) or os.listdir(usr):
+            # Never delete through a bind mount of the host's /usr.
+            warnings.warn("left %s behind: its usr/ is still mounted" % top)
+        else:
+            shutil.rmtree(top, ignore_errors=True)
+
+
+def test_svc_podman_live(_svc_podman_container):
+    container, pid, conmon = _svc_podman_container
+    label = "podman:" + container[:12]
+    with open("/proc/%d/cgroup" % pid) as cgroup:
+        lines = cgroup.read().splitlines()
+    # What svc-containers copies: cgroupfs puts it in /libpod_parent/libpod-ID, systemd
+    # in a libpod-ID.scope.
+    assert any(line.endswith(("/libpod_parent/libpod-" + container,
+                              "/libpod-%s.scope" % container, "/libpod-%s.scope/container"
+                              % container)) for line in lines), lines
+    result = _svc_run("-S", "-p", str(pid))
+    assert result.returncode == 0, result.stderr
+    units, restart, held = _svc_sections(result.stdout)
+    assert [(u[0], u[1]) for u in units] == [(label, str(pid))]
+    assert restart is None
+    assert held == {label: "restart the container: podman restart " + container[:12]}
+    doc = _svc_json("-p", str(pid))
+    (record,) = doc["processes"]
+    assert (record["container"], record["pod"], record["cgroup_error"]) == (label, None, None)
+    assert record["files"][0]["path"] == "/lu/libz.so.1"
+    assert record["files"][0]["replaced"] is False  # deleted, and nothing in its place
+    # conmon watches the container from outside: never labelled as the container.
+    with open("/proc/%d/cgroup" % conmon, "rb") as cgroup:
+        place = lib_users.placement_of(lib_users.parse_cgroup(cgroup.read()))
+    assert place.container is None
+
+
+# ---- a real LXC container ----------------------------------------------------------------
+# Classic LXC, with an lxcpath of the test's own: a root of symlinks into the host's
+# /usr as for podman, and the same Python.
+
+@pytest.fixture
+def _svc_lxc_container():
+    """(name, lxcpath, PID of its Python, PID of its monitor); stopped and deleted
+    afterwards, whatever happens."""
+    if shutil.which("lxc-start") is None or shutil.which("lxc-stop") is None:
+        pytest.skip("needs lxc-start and lxc-stop (classic LXC)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    libz = find_libz() or pytest.skip("no libz.so.1 to copy")
+    top = tempfile.mkdtemp(prefix="lib_users_lxc_")
+    name = "lu%d" % os.getpid()
+    rootfs, shared = os.path.join(top, name, "rootfs"), os.path.join(top, "lu")
+    for sub in ("proc", "sys", "dev", "tmp", "run", "etc", "usr", "lu"):
+        os.makedirs(os.path.join(rootfs, sub))
+    for sub in ("bin", "lib", "lib64", "sbin"):
+        os.symlink("usr/" + sub, os.path.join(rootfs, sub))
+    os.mkdir(shared)
+    shutil.copyfile(libz, os.path.join(shared, "libz.so.1"))
+    with open(os.path.join(shared, "run.py"), "w") as script:
+        script.write(_SVC_IN_CONTAINER)
+    with open(os.path.join(top, name, "config"), "w") as config:
+        config.write("lxc.uts.name = %s\nlxc.rootfs.path = dir:%s\n"
+                     "lxc.mount.entry = /usr usr none bind,ro 0 0\n"
+                     "lxc.mount.entry = %s lu none bind 0 0\n"
+                     "lxc.mount.auto = proc:mixed sys:ro\nlxc.autodev = 1\n"
+                     "lxc.net.0.type = empty\nlxc.apparmor.profile = unconfined\n"
+                     "lxc.init.cmd = /usr/bin/python3 /lu/run.py\n" % (name, rootfs, shared))
+
+    def lxc(tool, *args):
+        return subprocess.run([tool, "-P", top, "-n", name] + list(args),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=60)
+
+    try:
+        start = lxc("lxc-start", "-d", "-o", os.path.join(top, "log"))
+        if start.returncode != 0:
+            pytest.skip("lxc-start cannot start a container here: %s" % (
+                start.stdout.strip().splitlines() or ["exit %d" % start.returncode])[-1])
+        pid = None
+        deadline = time.monotonic() + 30
+        while True:  # until it runs, and its Python has loaded and deleted the copy
+            info = lxc("lxc-info", "-p", "-H")
+            if info.returncode == 0 and info.stdout.strip().isdigit():
+                pid = int(info.stdout)
+                try:
+                    with open("/proc/%d/maps" % pid) as maps:
+                        if "/lu/libz.so.1 (deleted)" in maps.read():
+                            break
+                except FileNotFoundError:
+                    pass
+            assert time.monotonic() < deadline, "the container's Python never got ready"
+            time.sleep(0.05)
+        with open("/proc/%d/stat" % pid) as stat_file:  # its parent is the monitor
+            monitor = int(stat_file.read().rsplit(")", 1)[1].split()[1])
+        yield name, top, pid, monitor
+    finally:
+        lxc("lxc-stop", "-k")
+        usr = os.path.join(rootfs, "usr")
+        if os.path.ismount(usr) or os.listdir(usr):
+            warnings.warn("left %s behind: its usr/ is still mounted" % top)
+        else:
+            shutil.rmtree(top, ignore_errors=True)
+
+
+def test_svc_lxc_live(_svc_lxc_container, tmp_path):
+    name, _lxcpath, pid, monitor = _svc_lxc_container
+    label = "lxc:" + name
+    with open("/proc/%d/cgroup" % pid) as cgroup:
+        lines = cgroup.read().splitlines()
+    assert any(line.endswith(":/lxc.payload." + name) for line in lines), lines
+    with open("/proc/%d/cgroup" % monitor, "rb") as cgroup:
+        place = lib_users.placement_of(lib_users.parse_cgroup(cgroup.read()))
+    assert place.container is None  # the monitor: lxc.monitor.NAME, beside it
+    env = _svc_path_with(tmp_path, "lxc-stop")  # classic LXC only, whatever is installed
+    units, restart, held = _svc_sections(_svc_run("-S", "-p", str(pid), env=env).stdout)
+    assert [(u[0], u[1]) for u in units] == [(label, str(pid))] and restart is None
+    assert held == {label: "restart the container: lxc-stop -n %s -r" % name}
+    (record,) = _svc_json("-p", str(pid), env=env)["processes"]
+    assert record["container"] == label and record["files"][0]["path"] == "/lu/libz.so.1"
 
 
 # ---- reboot --------------------------------------------------------------------------------

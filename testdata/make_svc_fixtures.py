@@ -18,6 +18,11 @@ Trees:
                   nspawn, an unnamed PID namespace) and processes with no unit
   svc-reboot/     PID 1 maps a deleted library
   svc-clean/      nothing uses a deleted file
+  svc-containers/ containers as the runtimes lay them out: podman with the cgroupfs
+                  manager (the lines podman 4.3 writes on a cgroup v1 hybrid host) and
+                  its conmon, Kubernetes containers under containerd, CRI-O and
+                  kubelet's cgroupfs driver in each QoS class, an LXC container and its
+                  monitor, and a process whose cgroup file cannot be read (a directory)
   svc-unreadable/ one process is found, one cannot be read (its maps is a directory)
   svc-odd/        unit names with a backslash (systemd's \\x2d) and a quote, and an
                   argv with '|', which Nagios would take for performance data
@@ -27,7 +32,8 @@ import os
 import shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TREES = ("svc-units", "svc-reboot", "svc-clean", "svc-unreadable", "svc-odd")
+TREES = ("svc-units", "svc-containers", "svc-reboot", "svc-clean", "svc-unreadable",
+         "svc-odd")
 
 BTIME = 1763700000
 HOST_MNT, HOST_PID = "mnt:[4026531841]", "pid:[4026531836]"
@@ -35,6 +41,21 @@ LIBDIR = b"/usr/lib/x86_64-linux-gnu/"
 
 DOCKER_ID = "4f3c2a1b9e8d7c6b5a49382716f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3"
 PODMAN_ID = "9a8b7c6d5e4f30211f2e3d4c5b6a79881a2b3c4d5e6f708192a3b4c5d6e7f809"
+# svc-containers
+LIBPOD_ID = "53807d4f4e361ef7488336dd14129d90a1ee4e9cebdadc72f1634cda70750af7"
+LIBPOD2_ID = "c887a7dbb8502413564e0da3f87b2903a4f04721cf4be4d3f449c8edef7f737f"
+CONTAINERD_ID = "e1d2c3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e"
+CONTAINERD2_ID = "0b1c2d3e4f5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
+CRIO_ID = "7c6b5a4938271605f4e3d2c1b0a9f8e77e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b"
+CRIO2_ID = "3a4b5c6d7e8f90a1b2c3d4e5f6a7b8c99c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f"
+CRI_ID = "a0b1c2d3e4f5061728394a5b6c7d8e9ff9e8d7c6b5a4938271605f4e3d2c1b0a"
+CRI2_ID = "5f4e3d2c1b0a99887766554433221100ffeeddccbbaa00112233445566778899"
+POD_BURSTABLE = "3b5a1e8c-7d2f-4c1a-9e6b-0f4d2c8a7b91"
+POD_GUARANTEED = "8f2e6d4c-1b3a-4e5f-a6b7-c8d9e0f1a2b3"
+POD_BESTEFFORT = "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f"
+POD_CGROUPFS = "6e7f8091-a2b3-4c4d-9e5f-061728394a5b"
+POD_CGROUPFS_G = "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6"
+V1_CONTROLLERS = ("pids", "blkio", "freezer", "devices", "memory", "cpuset", "cpuacct", "cpu")
 
 
 def write(path, data):
@@ -155,6 +176,79 @@ def svc_units(t):
             "0::/system.slice/rsyslog.service", b"/usr/sbin/rsyslogd", deleted=None)
 
 
+def hybrid(path, systemd=None, v2=False):
+    """A cgroup file of a cgroup v1 hybrid host, as on this project's test machine: the
+    named systemd hierarchy, eight controllers and the v2 line (which podman leaves at
+    the root and LXC does not)."""
+    lines = ["9:name=systemd:%s" % (path if systemd is None else systemd)]
+    lines += ["%d:%s:%s" % (8 - i, name, path) for i, name in enumerate(V1_CONTROLLERS)]
+    return "\n".join(lines + ["0::%s" % (path if v2 else "/")])
+
+
+def kube_slice(qos, pod):
+    """kubelet's systemd driver: the slice of a pod (its UID with '_' for '-')."""
+    pod = pod.replace("-", "_")
+    if qos is None:
+        return "/kubepods.slice/kubepods-pod%s.slice" % pod
+    return "/kubepods.slice/kubepods-%s.slice/kubepods-%s-pod%s.slice" % (qos, qos, pod)
+
+
+def svc_containers(t):
+    machine(t)
+    init(t)
+    own = lambda n: ("mnt:[40265330%02d]" % n, "pid:[40265331%02d]" % n)  # noqa: E731
+    # podman 4.3.1, cgroupfs manager, cgroup v1 hybrid: these are the lines it wrote
+    # (test_svc_podman_live checks them again). conmon has no name=systemd cgroup.
+    process(t, 3090, ["/usr/bin/conmon", "--api-version", "1", "-c", LIBPOD_ID, "-u",
+                      LIBPOD_ID, "-r", "/usr/bin/crun"],
+            hybrid("/libpod_parent/conmon", systemd="/"), b"/usr/bin/conmon",
+            ns=("mnt:[4026532174]", HOST_PID))
+    process(t, 3100, ["/usr/bin/python3", "-c", "import ctypes, time; time.sleep(300)"],
+            hybrid("/libpod_parent/libpod-%s" % LIBPOD_ID), b"/usr/bin/python3.11",
+            ns=("mnt:[4026532243]", "pid:[4026532246]"))
+    process(t, 3110, ["/usr/sbin/nginx", "-g", "daemon off;"],  # the same on cgroup v2
+            "0::/libpod_parent/libpod-%s" % LIBPOD2_ID, b"/usr/sbin/nginx", ns=own(1))
+    # Kubernetes: containerd and CRI-O with kubelet's systemd driver.
+    process(t, 3200, ["/usr/local/bin/app", "--port", "8080"],
+            "0::%s/cri-containerd-%s.scope" % (kube_slice("burstable", POD_BURSTABLE),
+                                               CONTAINERD_ID),
+            b"/usr/local/bin/app", ns=own(2))
+    process(t, 3210, ["/pause"],
+            hybrid("%s/cri-containerd-%s.scope" % (kube_slice(None, POD_GUARANTEED),
+                                                   CONTAINERD2_ID)),
+            b"/pause", ns=own(3))
+    process(t, 3290, ["/usr/bin/conmon", "-b", "/run/containers/storage/overlay-containers/"
+                      "%s/userdata" % CRIO_ID, "-c", CRIO_ID],
+            "0::%s/crio-conmon-%s.scope" % (kube_slice("besteffort", POD_BESTEFFORT),
+                                            CRIO_ID), b"/usr/bin/conmon")
+    process(t, 3300, ["/usr/bin/redis-server", "*:6379"],
+            "0::%s/crio-%s.scope" % (kube_slice("besteffort", POD_BESTEFFORT), CRIO_ID),
+            b"/usr/bin/redis-server", ns=own(4))
+    # kubelet's cgroupfs driver: CRI-O names its cgroups, containerd does not.
+    process(t, 3310, ["/usr/sbin/haproxy", "-f", "/etc/haproxy/haproxy.cfg"],
+            "0::/kubepods/besteffort/pod%s/crio-%s" % (POD_BESTEFFORT, CRIO2_ID),
+            b"/usr/sbin/haproxy", ns=own(5))
+    process(t, 3400, ["/usr/bin/memcached", "-m", "64"],
+            hybrid("/kubepods/burstable/pod%s/%s" % (POD_CGROUPFS, CRI_ID)),
+            b"/usr/bin/memcached", ns=own(6))
+    process(t, 3410, ["/usr/sbin/unbound", "-d"],  # guaranteed: no QoS level
+            "0::/kubepods/pod%s/%s" % (POD_CGROUPFS_G, CRI2_ID), b"/usr/sbin/unbound",
+            ns=own(7))
+    # LXC 5.0 (classic LXC, LXD and Incus alike), cgroup v1 hybrid: the lines it wrote
+    # (test_svc_lxc_live checks them again), the v2 line included. Its monitor, which
+    # maps liblxc, is beside the container.
+    process(t, 3490, ["[lxc monitor] /var/lib/lxc db1"], hybrid("/lxc.monitor.db1", v2=True),
+            b"/usr/bin/lxc-start", deleted=LIBDIR + b"liblxc.so.1.7.0")
+    process(t, 3500, ["/usr/sbin/mariadbd"], hybrid("/lxc.payload.db1", v2=True),
+            b"/usr/sbin/mariadbd", ns=own(8))
+    # A cgroup file that cannot be read: read() gives EISDIR, as EACCES would fail.
+    process(t, 3600, ["/opt/tool/bin/tool", "--serve"], "0::/", b"/opt/tool/bin/tool")
+    cgroup = os.path.join(HERE, t, "3600", "cgroup")
+    os.remove(cgroup)
+    os.mkdir(cgroup)
+    write(os.path.join(cgroup, "README"), "cgroup is a directory on purpose\n")
+
+
 def svc_reboot(t):
     machine(t)
     init(t, deleted=LIBDIR + b"systemd/libsystemd-shared-252.so")
@@ -199,6 +293,7 @@ def main():
         shutil.rmtree(os.path.join(HERE, tree), ignore_errors=True)
         os.makedirs(os.path.join(HERE, tree))
     svc_units("svc-units")
+    svc_containers("svc-containers")
     svc_reboot("svc-reboot")
     svc_clean("svc-clean")
     svc_unreadable("svc-unreadable")

@@ -12,11 +12,12 @@ serves a read-only directory with two files:
   script.py  the bytes of the file SCRIPT (read at start), or a small default script
              that prints "ready" and waits for its stdin to close.
 
-After SIGUSR1 it answers nothing at all any more: every path lookup, stat, open or
-read on the mount then waits. Killing the server (SIGKILL) aborts every request that
-waits: the waiting processes get an error and go on. The server prints "ready" once the
-kernel's INIT is answered. Standard library only; written from the kernel's FUSE
-protocol (include/uapi/linux/fuse.h), protocol 7.31.
+After SIGUSR1 it answers nothing at all any more (and prints "stalled all"): every
+path lookup, stat, open or read on the mount then waits. A process waiting for the
+answer to a request the server has read cannot even be killed; killing the server
+(SIGKILL) aborts every request, and the waiting processes get an error and go on.
+The server prints "ready" once the kernel's INIT is answered. Standard library only;
+written from the kernel's FUSE protocol (include/uapi/linux/fuse.h), version 7.31.
 """
 
 import ctypes
@@ -177,6 +178,8 @@ def main():
 
     def stall(_signum, _frame):
         server.stalled = True
+        sys.stdout.write("stalled all\n")  # the test waits for this line
+        sys.stdout.flush()
 
     signal.signal(signal.SIGUSR1, stall)
     server.serve()

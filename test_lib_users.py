@@ -6,6 +6,7 @@ hostile trees, restricted /proc, unwritable output) and the benchmark.
 Run with: python3 -m pytest
 """
 
+import ctypes
 import errno
 import functools
 import json
@@ -23,6 +24,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 import warnings
@@ -4457,6 +4459,246 @@ def _rb_stale_child(spawn, tmp, libz, tag, python=sys.executable, **kwargs):
     os.unlink(copy)
     assert _rb_deleted_in_maps(child.pid, copy), "the kernel does not show the deletion"
     return child, argv
+
+
+# ---- a FUSE server that stops answering ----------------------------------------------------
+# Any user can mount FUSE, so any user can make a process's /proc files wait forever:
+# testdata/fuse_stall.py is such a server, run by the fixture _rb_fuse_stall (as root, to
+# mount; it then serves as uid 65534). Two stalls, as checked on a 6.18 kernel:
+#
+# - mmap lock (start_victim): a thread of the victim faults on a mapping of MOUNT/data,
+#   whose READ is never answered, so the page stays locked. (The fault itself holds no
+#   lock: the kernel drops the mmap and VMA locks before it waits for the I/O.) Then the
+#   victim's main thread maps that file with MAP_FIXED over a spare mapping: it takes
+#   the mmap write lock, write-locks the spare VMA it replaces, and then waits for the
+#   locked page, since every mmap() of a FOPEN_DIRECT_IO file first empties its page
+#   cache. From then on /proc/PID/cmdline, environ, smaps, maps and map_files/ wait;
+#   stat and status do not. Weaker recipes (munmap, mprotect or any other mmap() while a
+#   thread faults; a read of /proc/self/mem in the faulting thread) block nothing, or
+#   only cmdline: maps is read under per-VMA locks.
+# - path lookups (start_script, then stall_lookups): once the server answers nothing
+#   (nothing is cached: entry and attribute timeouts are 0), os.stat() of any path on
+#   the mount waits, such as the script of a `python3 MOUNT/script.py` started before.
+#
+# A process that waits on a request the server has read cannot even be killed while the
+# server lives; killing the server aborts every request. So the fixture kills the server
+# first, always, and a watchdog kills it after _RB_FUSE_LIMIT seconds whatever the test
+# does.
+
+_RB_FUSE_SERVER = os.path.join(TESTDATA, "fuse_stall.py")
+_RB_FUSE_LIMIT = 60  # seconds a fixture's stall may last at most; never asserted
+
+# The victim: argv[1] is MOUNT/data, argv[2] (if given) a library to load first. Says
+# "ready" with its faulting thread started, then takes the mmap lock for good once the
+# test writes a line (after the server has seen that thread's READ).
+_RB_FUSE_VICTIM = r"""
+import ctypes, mmap, os, sys, threading
+keep = [ctypes.CDLL(arg) for arg in sys.argv[2:]]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long)
+libc.memcpy.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+page, MAP_FIXED = mmap.PAGESIZE, 0x10
+fd = os.open(sys.argv[1], os.O_RDONLY)
+data = libc.mmap(None, page, mmap.PROT_READ, mmap.MAP_PRIVATE, fd, 0)
+spare = libc.mmap(None, page, mmap.PROT_READ, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+buf = ctypes.create_string_buffer(1)
+# A ctypes call releases the GIL while the thread waits in the fault.
+threading.Thread(target=libc.memcpy, args=(buf, data, 1), daemon=True).start()
+sys.stdout.write("ready\n")
+sys.stdout.flush()
+sys.stdin.readline()
+libc.mmap(spare, page, mmap.PROT_READ, mmap.MAP_PRIVATE | MAP_FIXED, fd, 0)  # waits
+sys.stdin.read()
+"""
+
+
+def _rb_state(pid):
+    """The state letter of /proc/PID/stat (never waits on a held mmap lock), or None."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0].decode()
+    except (OSError, IndexError):
+        return None
+
+
+class _RbFuseStall:
+    """A running fuse_stall.py server. `mount` is its mount point. start_victim() and
+    start_script() start processes (as uid 65534) and return their PID and Popen;
+    stall_lookups() makes the server answer nothing; stop() kills it, which ends every
+    stall. Everything is cleaned up by the fixture."""
+
+    def __init__(self, mount, server, spawn, python, request):
+        self.mount, self.server = mount, server
+        self._spawn, self._python, self._request = spawn, python, request
+        self._output = b""
+        self._readers = []  # killed commands of finishes(), maybe not yet dead
+
+    def _wait_line(self, prefix):
+        """Wait (bounded) for a line from the server that starts with `prefix`; False
+        if the server ended or said nothing in time."""
+        deadline = time.monotonic() + _LIVE_STARTUP_LIMIT
+        while True:
+            lines = self._output.split(b"\n")
+            for index, line in enumerate(lines[:-1]):
+                if line.startswith(prefix):
+                    self._output = b"\n".join(lines[index + 1:])
+                    return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.server.stdout], [], [],
+                                                   remaining)[0]:
+                return False
+            data = os.read(self.server.stdout.fileno(), 4096)
+            if not data:
+                return False
+            self._output += data
+
+    def start_victim(self, deleted_library=False):
+        """Start a process whose mmap lock stays held; return its PID. With
+        deleted_library it maps a private copy of libz first, deleted before the stall."""
+        argv = [self._python, "-c", _RB_FUSE_VICTIM, os.path.join(self.mount, "data")]
+        copy = None
+        if deleted_library:
+            libz = self._request.getfixturevalue("_live_libz")
+            tmp = self._request.getfixturevalue("_live_tmp")
+            name = "libz-fuse-%d.so.1" % time.monotonic_ns()
+            copy = _live_copy(libz, os.path.join(tmp, name))
+            argv.append(copy)
+        victim = self._spawn(argv, cwd="/", **_live_nobody_kwargs())
+        if copy:
+            os.unlink(copy)
+            assert _rb_deleted_in_maps(victim.pid, copy)  # readable: no stall yet
+        assert self._wait_line(b"stalled READ "), "the server saw no READ"
+        victim.stdin.write(b"go\n")
+        victim.stdin.flush()
+        # The main thread sleeps uninterruptibly (D) in mmap(), holding the lock.
+        deadline = time.monotonic() + _LIVE_STARTUP_LIMIT
+        while _rb_state(victim.pid) != "D":
+            if time.monotonic() > deadline:
+                pytest.fail("victim %d did not block in mmap()" % victim.pid)
+            time.sleep(0.01)
+        return victim.pid
+
+    def start_script(self):
+        """Start `python3 MOUNT/script.py` (the server's own small script, which says
+        "ready" and waits for its stdin to close) and return its Popen."""
+        return self._spawn([self._python, os.path.join(self.mount, "script.py")], cwd="/",
+                           **_live_nobody_kwargs())
+
+    def finishes(self, argv, seconds):
+        """Whether the command `argv` ends within `seconds`. If not, it is killed by its
+        PID. A reader waiting for a mmap lock dies at once; one waiting for an answer
+        the server owes dies only with the server, so it is reaped at teardown."""
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            self._readers.append(proc)
+            return False
+
+    def stall_lookups(self):
+        """From now on the server answers nothing: lookups and stats on the mount wait."""
+        self.server.send_signal(signal.SIGUSR1)
+        assert self._wait_line(b"stalled all"), "the server did not stall"
+
+    def stop(self):
+        """Kill the server: the kernel aborts every request waiting for it. Idempotent,
+        and called by the watchdog thread too."""
+        if self.server.poll() is None:
+            self.server.kill()
+        try:
+            self.server.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _rb_unmount(path):
+    """Detach a mount at once, even while it is busy (umount2 with MNT_DETACH)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(os.fsencode(path), 2) != 0:
+        error = ctypes.get_errno()
+        return error == errno.EINVAL  # EINVAL: not mounted (any more)
+    return True
+
+
+@pytest.fixture
+def _rb_fuse_stall(request, _live_spawn, _live_nobody_python):
+    """A _RbFuseStall on a fresh mount point. Teardown, bounded and always: kill the
+    server, detach the mount, kill and reap its processes, remove the mount point."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: to mount FUSE")
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("needs /dev/fuse")
+    mount = tempfile.mkdtemp(prefix="lib_users_fuse_")
+    os.chmod(mount, 0o755)
+    server = subprocess.Popen([sys.executable, _RB_FUSE_SERVER, mount],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    children = []
+
+    def spawn(argv, **kwargs):
+        child = _live_spawn(argv, **kwargs)
+        children.append(child)
+        return child
+
+    stall = _RbFuseStall(mount, server, spawn, _live_nobody_python, request)
+    watchdog = threading.Timer(_RB_FUSE_LIMIT, stall.stop)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        if not stall._wait_line(b"ready"):
+            stall.stop()
+            error = server.stderr.read().decode("utf-8", "replace").strip().splitlines()
+            pytest.skip("could not mount FUSE: %s" % (error[-1:] or ["no answer"])[0])
+        yield stall
+    finally:
+        watchdog.cancel()
+        stall.stop()
+        unmounted = _rb_unmount(mount)
+        for child in children + stall._readers:
+            child.kill()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        for pipe in (server.stdout, server.stderr):
+            pipe.close()
+        if unmounted:
+            os.rmdir(mount)  # never rmtree: it would walk into a mount still there
+        assert unmounted, "could not unmount " + mount
+
+
+def test_rb_fuse_stall_blocks_proc_readers(_rb_fuse_stall):
+    """The harness works: readers of the victim's cmdline and maps wait while the
+    server lives, and finish once it is killed."""
+    pid = _rb_fuse_stall.start_victim()
+    readers = [["cat", "/proc/%d/%s" % (pid, name)] for name in ("cmdline", "maps")]
+    assert _rb_fuse_stall.finishes(["cat", "/proc/%d/status" % pid], 30)  # it is there
+    for argv in readers:
+        assert not _rb_fuse_stall.finishes(argv, 2), argv
+    _rb_fuse_stall.stop()
+    for argv in readers:
+        assert _rb_fuse_stall.finishes(argv, 30), argv
+
+
+def test_rb_fuse_stall_victim_with_deleted_library(_rb_fuse_stall):
+    pid = _rb_fuse_stall.start_victim(deleted_library=True)
+    assert not _rb_fuse_stall.finishes(["cat", "/proc/%d/maps" % pid], 2)
+
+
+def test_rb_fuse_stall_lookups(_rb_fuse_stall):
+    """A script run from the mount starts; after stall_lookups() a stat of it waits."""
+    script = _rb_fuse_stall.start_script()
+    path = os.path.join(_rb_fuse_stall.mount, "script.py")
+    stat_it = [sys.executable, "-c", "import os, sys; os.stat(sys.argv[1])", path]
+    assert script.poll() is None
+    assert _rb_fuse_stall.finishes(stat_it, 30)
+    _rb_fuse_stall.stall_lookups()
+    assert not _rb_fuse_stall.finishes(stat_it, 2)
 
 
 # ---- churn ---------------------------------------------------------------------------------

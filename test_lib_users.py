@@ -4701,6 +4701,85 @@ def test_rb_fuse_stall_lookups(_rb_fuse_stall):
     assert not _rb_fuse_stall.finishes(stat_it, 2)
 
 
+# Every mode, the API and the package-manager hook finish with a stalled process
+# present: it is named once on stderr, counted as not read, and a stale process beside
+# it is still reported.
+_RB_STALL_MODES = ((), ("-S",), ("-S", "--scripts"), ("--json",), ("-m",), ("--nagios",),
+                   ("--prometheus",), ("--json", "--scripts"))
+
+
+def _rb_stall_message(pid):
+    return re.compile(rb"^lib_users: PID %d \([^)\n]*\) did not answer within 1 s; "
+                      rb"skipped$" % pid, re.M)
+
+
+def test_rb_stalled_process_is_skipped_in_every_mode(_rb_fuse_stall, _live_libz,
+                                                     _live_tmp, _live_spawn):
+    victim = _rb_fuse_stall.start_victim(deleted_library=True)
+    stale, _argv = _rb_stale_child(_live_spawn, _live_tmp, _live_libz, "beside-stall")
+    for args in _RB_STALL_MODES:
+        # The bound of _rb_run is the whole scan's (15 timeouts), with room to spare.
+        result = _rb_run(["--timeout", "1"] + list(args), timeout=25)
+        assert not result.timed_out, (args, result)
+        kind = "json" if "--json" in args else "nagios" if "--nagios" in args else "text"
+        assert result.returncode == (1 if kind == "nagios" else 0), (args, result)
+        if kind == "nagios":  # a monitor reads stdout only: all of it is in the line
+            assert result.stderr == b"", (args, result)
+            assert b"could not be read (1 did not answer)" in result.stdout, (args, result)
+            assert result.stdout.startswith(b"LIB_USERS WARNING - "), (args, result)
+        else:
+            assert len(_rb_stall_message(victim).findall(result.stderr)) == 1, (
+                args, result)
+        if kind == "json":
+            doc = json.loads(result.stdout)
+            assert doc["unanswered"] == [victim] and doc["complete"] is False, args
+            assert stale.pid in {p["pid"] for p in doc["processes"]}, args
+            assert victim not in {p["pid"] for p in doc["processes"]}, args
+        elif "--prometheus" in args:
+            families = _svc_parse_prometheus(result.stdout.decode())
+            assert _svc_value(families, "lib_users_unanswered_processes") == 1
+            assert _svc_value(families, "lib_users_scan_complete") == 0
+            assert _svc_value(families, "lib_users_processes") >= 1  # the stale one
+        else:
+            assert str(stale.pid).encode() in result.stdout, (args, result)
+
+
+def test_rb_stalled_process_through_the_api(_rb_fuse_stall, _live_libz, _live_tmp,
+                                            _live_spawn):
+    victim = _rb_fuse_stall.start_victim()
+    stale, _argv = _rb_stale_child(_live_spawn, _live_tmp, _live_libz, "api-stall")
+    result = lib_users.scan(timeout=1)
+    assert result.unanswered == [victim] and not result.complete
+    assert stale.pid in [f.pid for f in result.findings]
+    infos = lib_users.get_processes(timeout=1)
+    assert stale.pid in [p.pid for p in infos] and victim not in [p.pid for p in infos]
+    with pytest.raises(lib_users.NoAnswer):
+        lib_users.get_process_files(victim, timeout=1)
+    assert lib_users.get_process_files(stale.pid, timeout=1).pid == stale.pid
+
+
+def test_rb_stalled_lookups_are_skipped(_rb_fuse_stall, _live_libz, _live_tmp,
+                                        _live_spawn):
+    # A script on a mount whose server stopped answering: the --scripts check stats it.
+    script = _rb_fuse_stall.start_script()
+    holder = _rb_fuse_stall.start_victim()  # it holds MOUNT/data open
+    stale, _argv = _rb_stale_child(_live_spawn, _live_tmp, _live_libz, "lookup-stall")
+    _rb_fuse_stall.stall_lookups()
+    for args in (("--scripts",), ("--scripts", "--json")):
+        result = _rb_run(["--timeout", "1"] + list(args), timeout=25)
+        assert not result.timed_out and result.returncode == 0, (args, result)
+        assert len(_rb_stall_message(script.pid).findall(result.stderr)) == 1, result
+        assert str(stale.pid).encode() in result.stdout, (args, result)
+    # The API's details of an open file stat it: its file system answers nothing.
+    fd_dir = "/proc/%d/fd" % holder
+    refs = [lib_users.FileRef(holder, int(n), os.readlink(os.path.join(fd_dir, n)))
+            for n in os.listdir(fd_dir)]
+    on_mount = [r for r in refs if r.target.startswith(_rb_fuse_stall.mount + "/")]
+    assert on_mount
+    with pytest.raises(lib_users.NoAnswer):
+        lib_users.get_file_info(on_mount[0], timeout=1)
+
+
 # ---- churn ---------------------------------------------------------------------------------
 
 # The churner: maps a private copy of libz (deleted by the test), then forks children as
@@ -4986,9 +5065,10 @@ def test_rb_empty_and_partial_files_are_skipped(tmp_path):
 
 
 def _rb_main(capsysbinary, args):
-    """lib_users.main() in this process: (status, stdout, stderr, exception)."""
+    """lib_users.command() (the command, in this process): (status, stdout, stderr,
+    exception)."""
     try:
-        status = lib_users.main(args)
+        status = lib_users.command(args)
         error = None
     except KeyboardInterrupt:
         raise

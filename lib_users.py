@@ -1108,7 +1108,8 @@ def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
     changed after the process started; None otherwise. Reads metadata only.
 
     `start_time` is a function that reads the process's start time: it is only called
-    for a script changed since `boot` (the boot time), which few are.
+    for a script changed since `boot` (the boot time), which few are. A script named
+    by a relative path is shown as an absolute one (see _script_path).
     """
     script = script_of(argv, exe_name)
     if not script or script.startswith(("/dev/", "/proc/")):
@@ -1123,7 +1124,7 @@ def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
             os.stat(path, dir_fd=at)
         except OSError:
             return None  # nothing to look in (a fixture tree): no verdict
-        return FileUse(script, "script", None, None, False)
+        return FileUse(_script_path(dir_fd, script), "script", None, None, False)
     except OSError:
         return None
     changed = max(st.st_mtime, st.st_ctime)
@@ -1135,8 +1136,19 @@ def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
     # not a changed one.
     if start is None or changed <= start + 1:
         return None
-    return FileUse(script, "script", st.st_size, _file_id(st), True)
+    return FileUse(_script_path(dir_fd, script), "script", st.st_size, _file_id(st), True)
 
+
+def _script_path(dir_fd, script):
+    """The path to show for a script: a relative one joined to the process's working
+    directory as its cwd link shows it (read only for a stale script). Left relative
+    where that link cannot be read."""
+    if script.startswith("/"):
+        return script
+    cwd = _link_or_none(dir_fd, "cwd")
+    if cwd is None or not cwd.startswith("/"):
+        return script
+    return os.path.normpath(os.path.join(_strip_deleted(cwd), script))
 
 
 class Finding(_Record):

@@ -2337,7 +2337,24 @@ def test_svc_live_relative_script_deleted(_svc_children, _svc_tmp):
     child, script = _svc_start_script(_svc_children, _svc_tmp, "rel.py", cwd=_svc_tmp)
     assert _svc_json("--scripts", "-p", str(child.pid))["processes"] == []
     os.unlink(script)
-    assert _svc_files(child.pid, "--scripts")["rel.py"]["replaced"] is False
+    # Shown as the absolute path, joined to its working directory.
+    assert _svc_files(child.pid, "--scripts") == {script: {
+        "path": script, "kind": "script", "size": None, "replaced": False}}
+
+
+@_SVC_LIVE
+def test_svc_live_relative_script_changed_is_shown_absolute(_svc_children, _svc_tmp):
+    # python3 ./manage.py started in /srv/app: the report names /srv/app/manage.py.
+    child, script = _svc_start_script(_svc_children, _svc_tmp, "./manage.py", cwd=_svc_tmp)
+    with open(script, "a") as out:
+        out.write("# version 2\n")
+    later = time.time() + 5
+    os.utime(script, (later, later))
+    script = os.path.join(_svc_tmp, "manage.py")
+    assert _svc_files(child.pid, "--scripts")[script]["replaced"] is True
+    result = _svc_run("--scripts", "-s", "-p", str(child.pid))
+    assert result.stdout == '%d "%s ./manage.py" uses %s\n' % (child.pid, sys.executable,
+                                                               script)
 
 
 @_SVC_LIVE

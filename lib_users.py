@@ -1103,29 +1103,39 @@ def script_of(argv, exe_name):
     return None
 
 
-def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
+def stale_script(dir_fd, argv, exe_name, start_time, boot=None, root=None):
     """FileUse of kind "script" if the script an interpreter runs was deleted or
     changed after the process started; None otherwise. Reads metadata only.
 
     `start_time` is a function that reads the process's start time: it is only called
-    for a script changed since `boot` (the boot time), which few are. A script named
-    by a relative path is shown as an absolute one (see _script_path).
+    for a script changed since `boot` (the boot time), which few are. `root` is a
+    function that returns the process's path_root() (see _chrooted_after_exec). A
+    script named by a relative path is shown as an absolute one (see _script_path).
     """
     script = script_of(argv, exe_name)
     if not script or script.startswith(("/dev/", "/proc/")):
         return None  # a script passed as a descriptor (bash <(...)): no file to check
-    # The command line names the script as the process sees it, so it is looked up
-    # through the process's root or working directory, whatever its namespace.
+    # The command line names the script as the process saw it when it was exec'd: from
+    # its root or working directory, whatever its namespace.
+    absolute = script.startswith("/")
+    use = _script_use(_in(dir_fd, "root" if absolute else "cwd/"), script, start_time, boot)
+    if use is not None and absolute and root is not None and _chrooted_after_exec(
+            dir_fd, root()):
+        use = _script_use(root(), script, start_time, boot)
+    if use is not None:
+        use.path = _script_path(dir_fd, script)
+    return use
+
+
+def _script_use(at, script, start_time, boot):
+    """stale_script's verdict on `script` looked up under `at` (a (path, dir_fd) pair)."""
     try:
-        st = _stat_in_root(dir_fd, script)
+        st = _stat_at(at, script)
     except FileNotFoundError:
-        path, at = _in(dir_fd, "root" if script.startswith("/") else "cwd")
-        try:
-            os.stat(path, dir_fd=at)
-        except OSError:
+        if not _root_readable(at):
             return None  # nothing to look in (a fixture tree): no verdict
-        return FileUse(_script_path(dir_fd, script), "script", None, None, False)
-    except OSError:
+        return FileUse(script, "script", None, None, False)
+    except (OSError, ValueError):
         return None
     changed = max(st.st_mtime, st.st_ctime)
     if boot is not None and changed <= boot:
@@ -1136,7 +1146,20 @@ def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
     # not a changed one.
     if start is None or changed <= start + 1:
         return None
-    return FileUse(_script_path(dir_fd, script), "script", st.st_size, _file_id(st), True)
+    return FileUse(script, "script", st.st_size, _file_id(st), True)
+
+
+def _chrooted_after_exec(dir_fd, root):
+    """Whether a process in the reader's mount namespace (`root`, its path_root, is
+    not its /proc/PID/root) chrooted itself after it was exec'd, as daemons that drop
+    privileges do: its executable lies outside its root. Its command line then names
+    paths from the reader's root. Asked only of a script that looks stale."""
+    if root == _in(dir_fd, "root"):
+        return False
+    top, exe = _link_or_none(dir_fd, "root"), _link_or_none(dir_fd, "exe")
+    if top is None or top == "/" or exe is None:
+        return False
+    return not exe.startswith(top.rstrip("/") + "/")
 
 
 def _script_path(dir_fd, script):
@@ -1265,7 +1288,8 @@ def _examine(dir_fd, pid, how, ctx, found, script_exe):
         return ctx.clock.epoch(_start_ticks(stat_data[0]))
 
     if script_exe is not None:
-        script = stale_script(dir_fd, argv, script_exe, start_time, ctx.clock.btime)
+        script = stale_script(dir_fd, argv, script_exe, start_time, ctx.clock.btime,
+                              root)
         if script is not None:
             found[script.path] = script
     if not found:

@@ -692,17 +692,46 @@ def _file_type(mode, target):
 
 
 def _stat_in_root(dir_fd, path):
-    """os.stat of a path as the process sees it: through /proc/PID/root, in its own
-    mount namespace. Relative paths are taken from its working directory."""
+    """os.stat of a path as the process itself names it (on its command line): through
+    /proc/PID/root, or for a relative path its working directory."""
     path, dir_fd = _in(dir_fd, ("root" if path.startswith("/") else "cwd/") + path)
     return os.stat(path, dir_fd=dir_fd)
 
 
-def _root_readable(dir_fd):
-    """Whether the process's root can be looked in (not in a fixture tree, for one)."""
+def reader_root(proc=PROC):
+    """(mount namespace, root) of the reader of the procfs at `proc`, for path_root():
+    ours, whose root is "/"; for a tree that is not live, its PID 1's (the host it was
+    saved from), whose root is looked in as that PID's."""
+    mnt = own_namespaces(proc)[0]
+    if own_pid(proc) is not None:
+        return mnt, ("", None)
+    return mnt, ("%s/1/root" % proc, None)
+
+
+def path_root(dir_fd, reader):
+    """Where the paths that a process's maps and its fd, cwd and exe links show are
+    looked up, as a (path, dir_fd) pair for _stat_at(). The kernel builds those paths
+    relative to the reader's root where the file is reachable from it: a process in
+    the reader's mount namespace, chrooted or not, shows them as the reader sees them,
+    one in another mount namespace (a container) as it sees them itself, to be looked
+    up through its /proc/PID/root. Through that root too where its namespace cannot be
+    read. `reader` is reader_root(). Costs one readlink: ask once per process."""
+    mnt = _link_or_none(dir_fd, "ns/mnt")
+    if mnt is not None and mnt == reader[0]:
+        return reader[1]
+    return _in(dir_fd, "root")
+
+
+def _stat_at(root, path):
+    """os.stat of an absolute path under `root` (from path_root)."""
+    prefix, dir_fd = root
+    return os.stat(prefix + path, dir_fd=dir_fd)
+
+
+def _root_readable(root):
+    """Whether `root` (from path_root) can be looked in (not in a fixture tree, say)."""
     try:
-        path, dir_fd = _in(dir_fd, "root")
-        os.stat(path, dir_fd=dir_fd)
+        _stat_at(root, "/")
         return True
     except OSError:
         return False
@@ -712,17 +741,19 @@ def _file_id(st):
     return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
 
 
-def _file_id_in_root(dir_fd, path):
-    """(major, minor, inode) of the file at `path` as the process sees it, or None."""
+def _file_id_at(root, path):
+    """(major, minor, inode) of the file at `path` under `root` (from path_root), or
+    None."""
     try:
-        return _file_id(_stat_in_root(dir_fd, path))
+        return _file_id(_stat_at(root, path))
     except (OSError, ValueError):  # ValueError: a NUL, in a --proc tree only
         return None
 
 
-def _same_file(dir_fd, path, st):
-    """True if `path`, looked up in the process's root, is the file `st` describes."""
-    return _file_id_in_root(dir_fd, path) == _file_id(st)
+def _same_file(root, path, st):
+    """True if `path`, looked up under `root` (from path_root), is the file `st`
+    describes."""
+    return _file_id_at(root, path) == _file_id(st)
 
 
 def get_file_info(ref, proc=PROC, timeout=DEFAULT_TIMEOUT):
@@ -752,10 +783,10 @@ def _file_info(ref, proc):
             local=None, remote=None, state=None, tx_queue=None, rx_queue=None, peers=None)
         if target.startswith("/"):
             # A memfd is not a deleted file, and a file really named "x (deleted)"
-            # is told apart by looking the name up in the process's root.
+            # is told apart by looking the name up where the process's paths are.
             memfd = target.startswith("/memfd:")
-            info.deleted = (target.endswith(" (deleted)") and not memfd
-                            and not _same_file(dir_fd, target, st))
+            info.deleted = (target.endswith(" (deleted)") and not memfd and not _same_file(
+                path_root(dir_fd, reader_root(proc)), target, st))
             info.path = _strip_deleted(target) if info.deleted or memfd else target
         if kind == "sock":
             found = _find_socket(dir_fd, st.st_ino)
@@ -1129,11 +1160,19 @@ def _deleted_in_lines(lines, table=FALSE_POSITIVES, verdicts=None):
     return found
 
 
-def _still_linked(dir_fd, mapping):
-    """True if a file really named "PATH (deleted)" is the mapped file: the kernel's
-    marker and such a name look the same in maps. Looked up in the process's own root."""
-    return (mapping.path.startswith("/") and
-            _file_id_in_root(dir_fd, mapping.path + " (deleted)") == mapping.dev + (mapping.inode,))
+def drop_kept_files(found, root, inodes=None):
+    """Remove from `found` (from deleted_mapped_files) the files really named
+    "PATH (deleted)": the kernel's marker and such a name look the same in maps.
+    `root` is a function that returns path_root() for the process, called only if a
+    name must be looked up; `inodes` what map_files/ told (see _mapped_inode)."""
+    for path, use in list(found.items()):
+        if use.kind != "mapping":
+            continue
+        known = inodes.get(use.key) if inodes else None
+        # An inode with no links left cannot be a file really named "PATH (deleted)".
+        if not (known and known[1]) and _file_id_at(root(), path + " (deleted)") == use.key:
+            del found[path]
+    return found
 
 
 def file_kind(path, exe):
@@ -1181,18 +1220,17 @@ def _mapped_inode(dir_fd, mapping, inodes):
 
 def deleted_mapped_files(dir_fd, lines, table=FALSE_POSITIVES, sizes=False, verdicts=None,
                          inodes=None):
-    """{path: FileUse} for the deleted files in the marked maps lines (_deleted_lines)
-    of the process open as `dir_fd`; sizes (which need CAP_SYS_ADMIN for map_files/)
-    only when asked. `inodes` may carry what map_files/ told from one process to the
-    next (see _mapped_inode)."""
+    """{path: FileUse} for the files that the marked maps lines (_deleted_lines) of the
+    process open as `dir_fd` show deleted; sizes (which need CAP_SYS_ADMIN for
+    map_files/) only when asked. `inodes` may carry what map_files/ told from one
+    process to the next (see _mapped_inode). Files really named "PATH (deleted)" are
+    still in: looking them up needs the process's path_root(), which drop_kept_files()
+    is given."""
     found = {}
     for path, mapping in _deleted_in_lines(lines, table, verdicts).items():
         known = None
         if sizes or inodes is not None:
             known = _mapped_inode(dir_fd, mapping, {} if inodes is None else inodes)
-        # An inode with no links left cannot be a file really named "PATH (deleted)".
-        if not (known and known[1]) and _still_linked(dir_fd, mapping):
-            continue
         found[path] = FileUse(path, "mapping", known[0] if sizes and known else None,
                               mapping.dev + (mapping.inode,), None)
     return found
@@ -1226,18 +1264,18 @@ def deleted_open_files(dir_fd, table=FALSE_POSITIVES, sizes=True):
     return found
 
 
-def is_replaced(dir_fd, path, root_seen=False):
+def is_replaced(root, path, root_seen=False):
     """True if a file now stands at the path of a deleted file (an upgrade replaced
-    it), False if none does (it was removed), None if the process's root is unreadable.
-    `root_seen`: its root link was read just now, so the root can be looked in."""
+    it), False if none does (it was removed), None if `root` (the process's
+    path_root) is unreadable. `root_seen`: it was found readable just now."""
     try:
-        _stat_in_root(dir_fd, path)
+        _stat_at(root, path)
         return True
     except FileNotFoundError:
         pass
     except (OSError, ValueError):  # ValueError: a NUL, in a --proc tree only
         return None
-    return False if root_seen or _root_readable(dir_fd) else None
+    return False if root_seen or _root_readable(root) else None
 
 
 # Interpreters whose scripts are named on their command line, by the base name of their
@@ -1306,23 +1344,39 @@ def script_of(argv, exe_name):
     return None
 
 
-def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
+def stale_script(dir_fd, argv, exe_name, start_time, boot=None, root=None):
     """FileUse of kind "script" if the script an interpreter runs was deleted or
     changed after the process started; None otherwise. Reads metadata only.
 
     `start_time` is a function that reads the process's start time: it is only called
-    for a script changed since `boot` (the boot time), which few are.
+    for a script changed since `boot` (the boot time), which few are. `root` is a
+    function that returns the process's path_root() (see _chrooted_after_exec). A
+    script named by a relative path is shown as an absolute one (see _script_path).
     """
     script = script_of(argv, exe_name)
     if not script or script.startswith(("/dev/", "/proc/")):
         return None  # a script passed as a descriptor (bash <(...)): no file to check
+    # The command line names the script as the process saw it when it was exec'd: from
+    # its root or working directory, whatever its namespace.
+    absolute = script.startswith("/")
+    use = _script_use(_in(dir_fd, "root" if absolute else "cwd/"), script, start_time, boot)
+    if use is not None and absolute and root is not None and _chrooted_after_exec(
+            dir_fd, root()):
+        use = _script_use(root(), script, start_time, boot)
+    if use is not None:
+        use.path = _script_path(dir_fd, script)
+    return use
+
+
+def _script_use(at, script, start_time, boot):
+    """stale_script's verdict on `script` looked up under `at` (a (path, dir_fd) pair)."""
     try:
-        st = _stat_in_root(dir_fd, script)
+        st = _stat_at(at, script)
     except FileNotFoundError:
-        if not _root_readable(dir_fd):
+        if not _root_readable(at):
             return None  # nothing to look in (a fixture tree): no verdict
         return FileUse(script, "script", None, None, False)
-    except OSError:
+    except (OSError, ValueError):
         return None
     changed = max(st.st_mtime, st.st_ctime)
     if boot is not None and changed <= boot:
@@ -1334,6 +1388,31 @@ def stale_script(dir_fd, argv, exe_name, start_time, boot=None):
     if start is None or changed <= start + 1:
         return None
     return FileUse(script, "script", st.st_size, _file_id(st), True)
+
+
+def _chrooted_after_exec(dir_fd, root):
+    """Whether a process in the reader's mount namespace (`root`, its path_root, is
+    not its /proc/PID/root) chrooted itself after it was exec'd, as daemons that drop
+    privileges do: its executable lies outside its root. Its command line then names
+    paths from the reader's root. Asked only of a script that looks stale."""
+    if root == _in(dir_fd, "root"):
+        return False
+    top, exe = _link_or_none(dir_fd, "root"), _link_or_none(dir_fd, "exe")
+    if top is None or top == "/" or exe is None:
+        return False
+    return not exe.startswith(top.rstrip("/") + "/")
+
+
+def _script_path(dir_fd, script):
+    """The path to show for a script: a relative one joined to the process's working
+    directory as its cwd link shows it (read only for a stale script). Left relative
+    where that link cannot be read."""
+    if script.startswith("/"):
+        return script
+    cwd = _link_or_none(dir_fd, "cwd")
+    if cwd is None or not cwd.startswith("/"):
+        return script
+    return os.path.normpath(os.path.join(_strip_deleted(cwd), script))
 
 
 class Finding(_Record):
@@ -1380,6 +1459,26 @@ class _Context:
         self.own_ns = own_namespaces(proc) if how.services else None
         self.placements = {}  # cgroup file: Placement, see read_placement
         self.texts = {}  # each text of arguments and details once, see _examine
+        self.proc = proc
+        self._reader = None
+
+    def reader(self):
+        """reader_root(), read when the first process needs it (see path_root)."""
+        if self._reader is None:
+            self._reader = reader_root(self.proc)
+        return self._reader
+
+
+def _path_root_once(dir_fd, ctx):
+    """path_root() of one process, as a function that decides on its first call and
+    gives the same answer after: one decision per process, paid only if asked for."""
+    decided = []
+
+    def root():
+        if not decided:
+            decided.append(path_root(dir_fd, ctx.reader()))
+        return decided[0]
+    return root
 
 
 _INTERPRETER_NAMES = frozenset(os.fsencode(entry[0]) for entry in INTERPRETERS)
@@ -1418,6 +1517,9 @@ def _examine(dir_fd, pid, how, ctx, found, script_exe):
     interpreter the process runs if it is one."""
     if not found and script_exe is None:
         return None  # the common case: nothing more to read
+    root = _path_root_once(dir_fd, ctx)
+    if not drop_kept_files(found, root, ctx.inodes) and script_exe is None:
+        return None  # only files really named "PATH (deleted)"
     argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
     # The workers of one service share their arguments: each text is kept once.
     argv = [ctx.texts.setdefault(arg, arg) for arg in argv]
@@ -1431,7 +1533,8 @@ def _examine(dir_fd, pid, how, ctx, found, script_exe):
         return ctx.clock.epoch(_start_ticks(stat_data[0]))
 
     if script_exe is not None:
-        script = stale_script(dir_fd, argv, script_exe, start_time, ctx.clock.btime)
+        script = stale_script(dir_fd, argv, script_exe, start_time, ctx.clock.btime,
+                              root)
         if script is not None:
             found[script.path] = script
     if not found:
@@ -1463,7 +1566,7 @@ def _examine(dir_fd, pid, how, ctx, found, script_exe):
         if use.kind == "mapping":
             use.kind = file_kind(use.path, exe)
         if how.details and use.replaced is None:
-            use.replaced = is_replaced(dir_fd, use.path, root_seen)
+            use.replaced = is_replaced(root(), use.path, root_seen)
     placement = read_placement(dir_fd, ctx.own_ns, ctx.users, ctx.placements) \
         if how.services else None
     return Finding(pid, argv, found, info, placement)

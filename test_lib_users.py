@@ -2576,7 +2576,24 @@ def test_svc_live_relative_script_deleted(_svc_children, _svc_tmp):
     child, script = _svc_start_script(_svc_children, _svc_tmp, "rel.py", cwd=_svc_tmp)
     assert _svc_json("--scripts", "-p", str(child.pid))["processes"] == []
     os.unlink(script)
-    assert _svc_files(child.pid, "--scripts")["rel.py"]["replaced"] is False
+    # Shown as the absolute path, joined to its working directory.
+    assert _svc_files(child.pid, "--scripts") == {script: {
+        "path": script, "kind": "script", "size": None, "replaced": False}}
+
+
+@_SVC_LIVE
+def test_svc_live_relative_script_changed_is_shown_absolute(_svc_children, _svc_tmp):
+    # python3 ./manage.py started in /srv/app: the report names /srv/app/manage.py.
+    child, script = _svc_start_script(_svc_children, _svc_tmp, "./manage.py", cwd=_svc_tmp)
+    with open(script, "a") as out:
+        out.write("# version 2\n")
+    later = time.time() + 5
+    os.utime(script, (later, later))
+    script = os.path.join(_svc_tmp, "manage.py")
+    assert _svc_files(child.pid, "--scripts")[script]["replaced"] is True
+    result = _svc_run("--scripts", "-s", "-p", str(child.pid))
+    assert result.stdout == '%d "%s ./manage.py" uses %s\n' % (child.pid, sys.executable,
+                                                               script)
 
 
 @_SVC_LIVE
@@ -3714,6 +3731,200 @@ def test_live_one_deleted_inode_in_many_processes(_live_libz, _live_tmp, _live_s
     result = _live_run("-v", "-p", ",".join(map(str, pids)))
     assert result.returncode == 0
     assert _live_reported_pids(result.stdout) == set(pids)
+
+
+# ---- chroots and mount namespaces ------------------------------------------------------
+# Maps and fd links name a file relative to the reader's root where it can reach it: a
+# process chrooted in lib_users's own mount namespace shows host paths, one in another
+# mount namespace its own. These children load a private libz and a kept file named
+# "libk.so.1 (deleted)", hold a data file open, then (for a chroot) chroot into the
+# temp dir; they run as a script file, so --scripts looks at them too.
+
+_NS_CHILD = """
+import ctypes, os, sys
+lib, kept, data, root = sys.argv[1:5]
+keep = [ctypes.CDLL(lib), ctypes.CDLL(kept), open(data)]
+if root != "-":
+    os.chroot(root)
+    os.chdir("/")
+sys.stdout.write("ready" + chr(10))
+sys.stdout.flush()
+sys.stdin.read()
+"""
+
+_NS_KEPT = "libk.so.1 (deleted)"
+
+
+def _ns_require(*tools):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: chroot and unshare")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.skip("needs %s" % tool)
+    if "unshare" in tools and subprocess.run(["unshare", "-m", "true"]).returncode != 0:
+        pytest.skip("unshare -m is not permitted here")
+
+
+def _ns_populate(directory, libz):
+    """The child's files in `directory`: libz.so.1, the kept file, data.txt, child.py."""
+    _live_copy(libz, os.path.join(directory, "libz.so.1"))
+    _live_copy(libz, os.path.join(directory, _NS_KEPT))
+    with open(os.path.join(directory, "data.txt"), "w") as out:
+        out.write("data\n")
+    with open(os.path.join(directory, "child.py"), "w") as out:
+        out.write(_NS_CHILD)
+
+
+def _ns_child_args(directory, root="-"):
+    return [os.path.join(directory, "child.py"), os.path.join(directory, "libz.so.1"),
+            os.path.join(directory, _NS_KEPT), os.path.join(directory, "data.txt"), root]
+
+
+def _ns_replace(path):
+    """Replace `path` as a package manager does: write a new file, rename it over."""
+    shutil.copyfile(path, path + ".dpkg-new")
+    os.rename(path + ".dpkg-new", path)
+
+
+def _ns_files(pid, *args):
+    """{path: (kind, replaced)} of what lib_users --json reports for `pid`."""
+    result = _live_run("--json", "-p", str(pid), *args)
+    assert result.returncode == 0, result.stderr
+    process = _live_json_process(result.stdout, pid)
+    return {} if process is None else {
+        f["path"]: (f["kind"], f["replaced"]) for f in process["files"]}
+
+
+def _ns_check_files(pid, shown, there):
+    """What a user checks for a child: nothing reported while all is as it was (the kept
+    file included); a library replaced by rename reported with replaced true, one
+    removed with false; a deleted open file with --fds. `shown` is the directory as
+    lib_users names it, `there` where the test reaches it."""
+    assert _ns_files(pid) == {}
+    assert _ns_files(pid, "--scripts") == {}
+    assert _ns_files(pid, "--fds") == {}
+    _ns_replace(os.path.join(there, "libz.so.1"))
+    assert _ns_files(pid) == {shown + "/libz.so.1": ("library", True)}
+    os.unlink(os.path.join(there, "libz.so.1"))
+    assert _ns_files(pid) == {shown + "/libz.so.1": ("library", False)}
+    os.unlink(os.path.join(there, "data.txt"))
+    assert _ns_files(pid, "--fds") == {shown + "/data.txt": ("fd", False)}
+
+
+def test_live_chroot_in_own_namespace(_live_libz, _live_tmp, _live_spawn):
+    # As sshd's privsep child or postfix's smtpd: chrooted after it started.
+    _ns_require()
+    _ns_populate(_live_tmp, _live_libz)
+    child = _live_spawn([sys.executable] + _ns_child_args(_live_tmp, root=_live_tmp))
+    assert os.readlink("/proc/%d/root" % child.pid) == _live_tmp
+    assert _live_maps_line(child.pid, _live_maps_name(
+        os.path.join(_live_tmp, _NS_KEPT), False)) is not None  # host paths in maps
+    _ns_check_files(child.pid, _live_tmp, _live_tmp)
+
+
+def test_live_chroot_in_own_namespace_script_changed(_live_libz, _live_tmp, _live_spawn):
+    # Its command line names the script from the root it was started in, ours.
+    _ns_require()
+    _ns_populate(_live_tmp, _live_libz)
+    child = _live_spawn([sys.executable] + _ns_child_args(_live_tmp, root=_live_tmp))
+    script = os.path.join(_live_tmp, "child.py")
+    assert _ns_files(child.pid, "--scripts") == {}
+    with open(script, "a") as out:
+        out.write("# version 2\n")
+    later = time.time() + 5  # past lib_users's second of grace, without sleeping
+    os.utime(script, (later, later))
+    assert _ns_files(child.pid, "--scripts") == {script: ("script", True)}
+
+
+def _ns_cat_root(directory, libz):
+    """A root for `cat` with libz preloaded: cat and the libraries it needs, copied."""
+    cat = os.path.realpath(shutil.which("cat"))
+    ldd = subprocess.run(["ldd", cat], stdout=subprocess.PIPE, check=True).stdout.decode()
+    needed = [cat] + [word for word in ldd.split() if word.startswith("/")]
+    for path in needed:
+        for name in {path, os.path.realpath(path)}:
+            target = directory + name
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if not os.path.exists(target):
+                _live_copy(os.path.realpath(path), target, 0o755)
+    _live_copy(libz, os.path.join(directory, "libz.so.1"))
+    with open(os.path.join(directory, "data.txt"), "w") as out:
+        out.write("data\n")
+    return cat
+
+
+def test_live_unshare_root_in_own_namespace(_live_libz, _live_tmp, _live_spawn):
+    # util-linux chroots, then execs cat inside: same mount namespace, host paths.
+    _ns_require("unshare", "ldd")
+    cat = _ns_cat_root(_live_tmp, _live_libz)
+    data = os.open(os.path.join(_live_tmp, "data.txt"), os.O_RDONLY)
+    try:
+        child = _live_spawn(["unshare", "--root", _live_tmp, cat], ready=False,
+                            env={"LD_PRELOAD": "/libz.so.1"}, pass_fds=(data,))
+    finally:
+        os.close(data)
+    _live_wait_exe(child, _live_tmp + cat)
+    assert _live_maps_line(child.pid, _live_maps_name(
+        os.path.join(_live_tmp, "libz.so.1"), False)) is not None
+    assert os.readlink("/proc/%d/ns/mnt" % child.pid) == os.readlink("/proc/self/ns/mnt")
+    assert _ns_files(child.pid) == {}
+    _ns_replace(os.path.join(_live_tmp, "libz.so.1"))
+    assert _ns_files(child.pid) == {_live_tmp + "/libz.so.1": ("library", True)}
+    os.unlink(os.path.join(_live_tmp, "libz.so.1"))
+    assert _ns_files(child.pid) == {_live_tmp + "/libz.so.1": ("library", False)}
+    os.unlink(os.path.join(_live_tmp, "data.txt"))
+    assert _ns_files(child.pid, "--fds") == {_live_tmp + "/data.txt": ("fd", False)}
+
+
+def test_live_private_mount_namespace(_live_libz, _live_tmp, _live_spawn):
+    # Its own mount namespace (as systemd sandboxes services), the same files.
+    _ns_require("unshare")
+    _ns_populate(_live_tmp, _live_libz)
+    child = _live_spawn(["unshare", "-m", "--propagation", "private", sys.executable]
+                        + _ns_child_args(_live_tmp))
+    assert os.readlink("/proc/%d/ns/mnt" % child.pid) != os.readlink("/proc/self/ns/mnt")
+    _ns_check_files(child.pid, _live_tmp, _live_tmp)
+
+
+# A container: a tmpfs root with the host's /usr bound in (merged /usr: lib, lib64 and
+# bin are links into it) and a /proc for umount, pivot_root into it, the old root
+# detached.
+_NS_PIVOT = """
+set -e
+new=$1
+mount -t tmpfs lib_users_test "$new"
+mkdir "$new/usr" "$new/old" "$new/opt" "$new/proc"
+mount --bind /usr "$new/usr"
+mount -t proc proc "$new/proc"
+ln -s usr/lib "$new/lib"
+ln -s usr/lib64 "$new/lib64"
+ln -s usr/bin "$new/bin"
+cp "$2"/* "$new/opt/"
+cd "$new"
+pivot_root . old
+umount -l /old
+exec /usr/bin/python3 /opt/child.py /opt/libz.so.1 "/opt/$3" /opt/data.txt -
+"""
+
+
+def test_live_pivot_root_container(_live_libz, _live_tmp, _live_spawn):
+    # Paths as the container sees them, looked up through /proc/PID/root.
+    _ns_require("unshare", "pivot_root", "mount")
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs /usr/bin/python3 (with ctypes) for the container")
+    files = os.path.join(_live_tmp, "files")
+    new_root = os.path.join(_live_tmp, "root")
+    os.mkdir(files)
+    os.mkdir(new_root)
+    _ns_populate(files, _live_libz)
+    # The mounts live in the child's namespace only: they go when it is killed.
+    child = _live_spawn(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                         _NS_PIVOT, "sh", new_root, files, _NS_KEPT])
+    there = "/proc/%d/root/opt" % child.pid
+    assert os.readlink("/proc/%d/root" % child.pid) == "/"
+    assert _live_maps_line(child.pid, b"/opt/libz.so.1") is not None
+    assert not os.path.exists("/opt/libz.so.1")  # only in the container
+    _ns_check_files(child.pid, "/opt", there)
 
 
 # ---- mappings that look deleted but are no upgrade -------------------------------------

@@ -508,6 +508,76 @@ def test_fx_false_positives_with_slashes_in_their_names():
         assert lib_users.is_ignored(name) is None, name
 
 
+def test_fx_glob_match_agrees_with_fnmatchcase():
+    """The matcher answers as fnmatch.fnmatchcase, the documented rule (`*` and `?`
+    match '/'), on random patterns and names over the characters that mean something
+    to either, sets with ranges, '!' and ']' in odd places included."""
+    import fnmatch
+    rng = random.Random(15)
+    for alphabet in ("ab/*?[]!-", "az0/-[]!*?^\\", "!-[]a/"):
+        for _ in range(20000):
+            pattern = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+            name = "".join(rng.choice(alphabet + "xz") for _ in range(rng.randint(0, 10)))
+            assert lib_users.glob_match(pattern, name) == fnmatch.fnmatchcase(name, pattern), (
+                pattern, name)
+
+
+_FX_HOSTILE_GLOBS = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import lib_users
+parts = ("/", "*", "?", "[", "]", "a", "/memfd:", "/dev/shm/", "/tmp/ffi", "orcexec.",
+         "/jna1", ".tmp", "/SYSV", "db", "**/", "[!a]")
+names = [("/" + part * 4096)[:4096] for part in parts]
+names += [("/a" * 2048)[:4095] + "c", ("/" + "jna1/" * 900)[:4092] + ".tmp",
+          "/memfd:" + "/*" * 2044, "/dev/shm" + "/a?" * 1362]
+# Names that pass every literal head and tail of a table entry, then fail or match
+# only at the end: where a backtracking matcher does its worst.
+filler = "/jna1/orcexec./db/ffi*?[a]" * 150
+for _, pattern, _ in lib_users.FALSE_POSITIVES:
+    head, _, tail = pattern.replace("[A-Za-z0-9]", "a").replace("[0-9a-f]", "0") \
+        .replace("[0-9]", "1").partition("*")
+    names += [(head + filler)[:4096 - len(tail)] + tail,
+              (head + filler)[:4095 - len(tail)] + "/" + tail]
+patterns = [p for _, p, _ in lib_users.FALSE_POSITIVES]
+patterns += ["*a" * 100 + "*b", "*/" * 100 + "x", "**" * 200 + "/*b", "*?" * 100 + "c",
+             "/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*.so", "*[!a]*[!a]*[!a]*" * 20 + "q",
+             "*" + "/a" * 60 + "*" + "/a" * 60 + "*c", "**a" * 30 + "**b**c",
+             "/**/" * 40 + "*.tmp"]
+count = 0
+for name in names:
+    for pattern in patterns:
+        lib_users.glob_match(pattern, name)
+        count += 1
+print(count)
+"""
+
+
+def test_fx_glob_match_is_bounded_on_hostile_names_and_patterns():
+    """Issue 15: a crafted 4096-byte name made the old backtracking matcher run for
+    minutes. Every table entry and many-star -i patterns against such names finish
+    together well inside the time limit (a hang fails the test, not a slow run)."""
+    result = subprocess.run([sys.executable, "-c", _FX_HOSTILE_GLOBS, HERE],
+                            stdout=subprocess.PIPE, timeout=10)
+    assert result.returncode == 0 and int(result.stdout) > 1000
+
+
+def test_fx_hostile_name_and_patterns_through_the_command_line(tmp_path):
+    """The same, as a user meets it: a process maps a deleted file with a crafted long
+    name, the scan runs with many-star -i patterns, and the file is still reported."""
+    name = b"/opt/app/" + b"a/" * 2000 + b"lib.so"
+    maps = _fx_line(name + b" (deleted)") + b"\n"
+    _fx_write_process(tmp_path, 4100, [b"/usr/bin/app"], maps)
+    args = [sys.executable, _CLI_SCRIPT, "--proc", str(tmp_path), "-s", "-m"]
+    for pattern in ("*a" * 100 + "*b", "*/" * 300 + "x", "**" * 200 + "q",
+                    "**a" * 30 + "**z**.so", "/opt/**/" * 20 + "*.so.1"):
+        args += ["-i", pattern]
+    result = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert os.fsencode("lib.so") in result.stdout
+
+
 def test_fx_tmp_is_not_ignored_as_a_whole():
     for name in ("/tmp/libfoo.so", "/tmp/build/lib/libcrypto.so.3", "/tmp/a.out"):
         assert lib_users.is_ignored(name) is None, name

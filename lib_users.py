@@ -27,6 +27,7 @@ _O_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 _CHUNK = 65536
 _DELETED = b" (deleted)"
 _DELETED_PREFIX = b"(deleted)/"  # how old OpenVZ kernels marked a deleted name
+_O_PATH = getattr(os, "O_PATH", 0o10000000)  # among the fdinfo flags of an O_PATH descriptor
 
 
 class NoSuchProcess(LookupError):
@@ -572,7 +573,8 @@ def get_file_info(ref, proc=PROC):
         locks = []
         if not isinstance(ref.fd, str):
             pos, flags, mnt_id, locks = parse_fdinfo(_read_at(dir_fd, "fdinfo/%d" % ref.fd))
-            mode = ("r", "w", "rw", None)[flags & 3]
+            # An O_PATH descriptor can neither read nor write, whatever its access bits.
+            mode = None if flags & _O_PATH else ("r", "w", "rw", None)[flags & 3]
         kind = _file_type(st.st_mode, target)
         info = FileInfo(
             ref=ref, type=kind, mode=mode, flags=flags, position=pos, locks=locks,
@@ -581,12 +583,14 @@ def get_file_info(ref, proc=PROC):
             path=None, deleted=False, mount_point=None, fs_type=None, protocol=None,
             local=None, remote=None, state=None, tx_queue=None, rx_queue=None, peers=None)
         if target.startswith("/"):
-            # A memfd is not a deleted file, and a file really named "x (deleted)"
-            # is told apart by looking the name up in the process's root.
-            memfd = target.startswith("/memfd:")
-            info.deleted = (target.endswith(" (deleted)") and not memfd
+            # A kernel object (a memfd) never was a file, so it cannot be deleted; a
+            # file really named "x (deleted)" is told apart by looking the name up in
+            # the process's root.
+            path = _strip_deleted(target)
+            anonymous = path != target and is_ignored(path, KERNEL_OBJECTS) is not None
+            info.deleted = (path != target and not anonymous
                             and not _same_file(dir_fd, target, st))
-            info.path = _strip_deleted(target) if info.deleted or memfd else target
+            info.path = path if info.deleted or anonymous else target
         if kind == "sock":
             found = _find_socket(dir_fd, st.st_ino)
             if found is not None:

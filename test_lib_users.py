@@ -999,6 +999,77 @@ def test_fx_real_process_deleted_mapping_past_the_first_page(tmp_path):
     assert out.endswith(" uses %s\n" % lib)
 
 
+_FX_NAMED_CHILD = r"""
+import json, mmap, os, sys
+shm_dir, lib, target = sys.argv[1:4]
+keep = []
+# JACK's layout: shared memory two directories below /dev/shm, mapped, then unlinked
+os.makedirs(os.path.join(shm_dir, "default"))
+shm = os.path.join(shm_dir, "default", "jack-shm-registry")
+with open(shm, "wb") as f:
+    f.write(b"\0" * 4096)
+with open(shm, "r+b") as f:
+    keep.append(mmap.mmap(f.fileno(), 4096))
+os.unlink(shm)
+# NVIDIA's: a memfd whose name starts with '/'
+memfd = os.memfd_create("/.glA1b2C3")
+os.ftruncate(memfd, 4096)
+keep.append(mmap.mmap(memfd, 4096))
+# the control: a deleted file that is worth reporting
+with open(lib, "wb") as f:
+    f.write(b"\0" * 4096)
+with open(lib, "rb") as f:
+    keep.append(mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ))
+os.unlink(lib)
+opath = os.open(target, os.O_PATH)
+print(json.dumps({"memfd": memfd, "opath": opath, "shm": shm}), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def fx_named_child(tmp_path):
+    """A real process that maps POSIX shared memory at depth below /dev/shm and a memfd
+    named with a '/', holds an O_PATH descriptor, and maps one deleted file that is
+    not a false positive. (child, its report, the deleted file's path)"""
+    if not (os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)):
+        pytest.skip("needs a writable /dev/shm")
+    shm_dir = tempfile.mkdtemp(prefix="lib_users_test_", dir="/dev/shm")
+    lib = str(tmp_path / "libgone.so.1")
+    child = subprocess.Popen([sys.executable, "-c", _FX_NAMED_CHILD, shm_dir, lib,
+                              str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        line = child.stdout.readline()
+        assert line, "the test child failed"
+        yield child, json.loads(line), lib
+    finally:
+        child.stdin.close()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _api_kill(child)
+        child.stdout.close()
+        shutil.rmtree(shm_dir, ignore_errors=True)
+
+
+def test_fx_real_shm_at_depth_and_memfd_with_slash_are_not_reported(fx_named_child, tmp_path):
+    """The kernel shows a memfd's name as given, '/' included, and shared memory below
+    /dev/shm at any depth as deleted: neither is reported; the deleted file next to
+    them is."""
+    child, report, lib = fx_named_child
+    with open("/proc/%d/maps" % child.pid, "rb") as maps:
+        data = maps.read()
+    assert b" /memfd:/.glA1b2C3 (deleted)\n" in data
+    assert os.fsencode(report["shm"]) + b" (deleted)\n" in data
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    os.symlink("/proc/%d" % child.pid, str(proc / str(child.pid)))
+    out = _fx_ok(str(proc), "-s")
+    assert out.startswith("%d " % child.pid) and out.endswith(" uses %s\n" % lib), out
+    (finding,) = lib_users.scan(pids=[child.pid]).findings
+    assert set(finding.files) == {lib}
+
+
 # ==== the lsof-style API and --fds, against a real child and lsof =======================
 # Tests of the lsof-style procfs API (get_processes, get_process_files, get_file_info)
 # and of `lib_users --fds`, against a real child process that holds one file of every
@@ -1424,6 +1495,27 @@ def test_api_file_info_of_memfd_and_anon_inode(api_child, api_infos):
     epoll = _api_info(api_child, api_infos, "epoll")
     assert epoll.ref.target == "anon_inode:[eventpoll]"
     assert (epoll.type, epoll.path) == ("a_inode", None)
+
+
+def test_api_o_path_descriptor_has_no_mode(fx_named_child, tmp_path):
+    """An O_PATH descriptor can neither read nor write: mode is None although its access
+    bits read as O_RDONLY (lsof shows `u`, from the link's permissions)."""
+    child, report, _ = fx_named_child
+    ref = lib_users.FileRef(child.pid, report["opath"], str(tmp_path))
+    info = lib_users.get_file_info(ref)
+    assert info.flags & os.O_PATH and info.flags & os.O_ACCMODE == os.O_RDONLY
+    assert (info.mode, info.type, info.path, info.deleted) == (None, "DIR", str(tmp_path),
+                                                               False)
+
+
+def test_api_memfd_named_with_a_slash_is_not_deleted(fx_named_child):
+    """A memfd never was a file: the same table that the scan uses says so, whatever
+    its name holds."""
+    child, report, _ = fx_named_child
+    ref = lib_users.FileRef(child.pid, report["memfd"], "")
+    info = lib_users.get_file_info(ref)
+    assert (info.path, info.deleted, info.type, info.mode) == (
+        "/memfd:/.glA1b2C3", False, "REG", "rw")
 
 
 # ---- ProcessFiles ----------------------------------------------------------------------

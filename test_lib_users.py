@@ -447,6 +447,12 @@ _FX_NEAR_MISSES = (
     "/dev/shmem-helper.so",
     "/opt/app/SYSV/libipc.so",
     "/run/nscd/libnss_cache.so",
+    "/run/nscd/dbx/a.so",
+    "/tmp/ffix/y.so",
+    "/tmp/orcexec.d/a.so",
+    "/SYSV0052e2c1/libipc.so",
+    "/opt/app/jna-1000/libjnidispatch.so",
+    "/drm/libdrm_amdgpu.so.1",
     _FX_LIBDIR + "libssl.so.3",
 )
 
@@ -466,12 +472,13 @@ def test_fx_false_positives_fixture_covers_the_whole_table():
         assert any(lib_users.is_ignored(name, (entry,)) for name in names), entry
 
 
-def _fx_example_name(kind, pattern):
-    """A concrete name that an entry of FALSE_POSITIVES matches."""
+def _fx_example_name(kind, pattern, star="x7Qz"):
+    """A concrete name that an entry of FALSE_POSITIVES matches: each set stands for
+    its first member."""
     if kind == "literal":
         return pattern
-    name = pattern.replace("*", "x7Qz").replace("?", "q")
-    return name if name.startswith("/") else "/tmp" + name[len("x7Qz"):]
+    name = re.sub(r"\[!?(.)[^]]*\]", r"\1", pattern).replace("*", star).replace("?", "q")
+    return name if name.startswith("/") else "/tmp" + name[len(star):]
 
 
 @pytest.mark.parametrize("entry", lib_users.FALSE_POSITIVES, ids=lambda e: e[1])
@@ -483,6 +490,115 @@ def test_fx_each_false_positive_is_dropped(entry):
     data = (_fx_line(name.encode() + b" (deleted)", 501, b"rw-s") + b"\n"
             + _fx_line(b"/tmp/libfoo.so (deleted)", 502, start=0x7F3A1C500000) + b"\n")
     assert list(lib_users.deleted_mappings(data)) == ["/tmp/libfoo.so"]
+
+
+# Entries that ignore whatever lies below them, on purpose: every memfd is anonymous,
+# and POSIX shared memory lives at any depth below /dev/shm.
+_FX_WHOLE_TREES = ("/memfd:*", "/dev/shm/*")
+# JNA's jna<digits>.tmp cannot be said without a star in the middle, which takes '/'
+# too: that entry also takes a *.tmp file below a directory named jna<digit>..., which
+# no package installs.
+_FX_MIDDLE_STAR_ALLOWED = ("*/jna[0-9]*.tmp",)
+
+
+@pytest.mark.parametrize("entry", lib_users.FALSE_POSITIVES, ids=lambda e: e[1])
+def test_fx_no_false_positive_hides_a_library(entry):
+    """`*` and `?` match '/', so an entry that is too loose would ignore a library in a
+    directory of a matching name: each entry matches only what its program creates."""
+    kind, pattern, _ = entry
+    if pattern in _FX_WHOLE_TREES:
+        return
+    name = _fx_example_name(kind, pattern)
+    libraries = [name + "/libfoo.so.1", name + "/lib/libssl.so.3",
+                 name[:-3] + "/ab"]  # as long as a match, with a '/' in the last part
+    if "*" in pattern[1:] and pattern not in _FX_MIDDLE_STAR_ALLOWED:
+        libraries.append(_fx_example_name(kind, pattern, "x/lib/libfoo.so"))
+    for library in libraries:
+        assert lib_users.is_ignored(library, (entry,)) is None, library
+
+
+def test_fx_false_positives_with_slashes_in_their_names():
+    """Issue 12: names seen on real machines with '/' after the part that says what
+    they are."""
+    for name in ("/memfd:/.glD3fk2a", "/memfd:/.nvidia_drv.Xq81Lz", "/memfd:a/b/c",
+                 "/drm", "/dev/shm/jack-1000/default/jack-shm-registry",
+                 "/dev/shm/a/b/c/d", "/tmp/jna--1968219957/jna5713984829126186522.tmp",
+                 "/root/.cache/JNA/temp/jna17.tmp", "/home/ana/orcexec.p0Rt7c"):
+        assert lib_users.is_ignored(name), name
+    for name in ("/drm/libdrm.so.2", "/tmp/ffi/libffi.so.8", "/tmp/ffiabcdefg",
+                 "/var/run/nscd/db/libx.so", "/SYSV0000001/x", "/tmp/jna/libjna.so",
+                 "/tmp/jnaXYZ.tmp"):
+        assert lib_users.is_ignored(name) is None, name
+
+
+def test_fx_glob_match_agrees_with_fnmatchcase():
+    """The matcher answers as fnmatch.fnmatchcase, the documented rule (`*` and `?`
+    match '/'), on random patterns and names over the characters that mean something
+    to either, sets with ranges, '!' and ']' in odd places included."""
+    import fnmatch
+    rng = random.Random(15)
+    for alphabet in ("ab/*?[]!-", "az0/-[]!*?^\\", "!-[]a/"):
+        for _ in range(20000):
+            pattern = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+            name = "".join(rng.choice(alphabet + "xz") for _ in range(rng.randint(0, 10)))
+            assert lib_users.glob_match(pattern, name) == fnmatch.fnmatchcase(name, pattern), (
+                pattern, name)
+
+
+_FX_HOSTILE_GLOBS = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import lib_users
+parts = ("/", "*", "?", "[", "]", "a", "/memfd:", "/dev/shm/", "/tmp/ffi", "orcexec.",
+         "/jna1", ".tmp", "/SYSV", "db", "**/", "[!a]")
+names = [("/" + part * 4096)[:4096] for part in parts]
+names += [("/a" * 2048)[:4095] + "c", ("/" + "jna1/" * 900)[:4092] + ".tmp",
+          "/memfd:" + "/*" * 2044, "/dev/shm" + "/a?" * 1362]
+# Names that pass every literal head and tail of a table entry, then fail or match
+# only at the end: where a backtracking matcher does its worst.
+filler = "/jna1/orcexec./db/ffi*?[a]" * 150
+for _, pattern, _ in lib_users.FALSE_POSITIVES:
+    head, _, tail = pattern.replace("[A-Za-z0-9]", "a").replace("[0-9a-f]", "0") \
+        .replace("[0-9]", "1").partition("*")
+    names += [(head + filler)[:4096 - len(tail)] + tail,
+              (head + filler)[:4095 - len(tail)] + "/" + tail]
+patterns = [p for _, p, _ in lib_users.FALSE_POSITIVES]
+patterns += ["*a" * 100 + "*b", "*/" * 100 + "x", "**" * 200 + "/*b", "*?" * 100 + "c",
+             "/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*.so", "*[!a]*[!a]*[!a]*" * 20 + "q",
+             "*" + "/a" * 60 + "*" + "/a" * 60 + "*c", "**a" * 30 + "**b**c",
+             "/**/" * 40 + "*.tmp"]
+count = 0
+for name in names:
+    for pattern in patterns:
+        lib_users.glob_match(pattern, name)
+        count += 1
+print(count)
+"""
+
+
+def test_fx_glob_match_is_bounded_on_hostile_names_and_patterns():
+    """Issue 15: a crafted 4096-byte name made the old backtracking matcher run for
+    minutes. Every table entry and many-star -i patterns against such names finish
+    together well inside the time limit (a hang fails the test, not a slow run)."""
+    result = subprocess.run([sys.executable, "-c", _FX_HOSTILE_GLOBS, HERE],
+                            stdout=subprocess.PIPE, timeout=10)
+    assert result.returncode == 0 and int(result.stdout) > 1000
+
+
+def test_fx_hostile_name_and_patterns_through_the_command_line(tmp_path):
+    """The same, as a user meets it: a process maps a deleted file with a crafted long
+    name, the scan runs with many-star -i patterns, and the file is still reported."""
+    name = b"/opt/app/" + b"a/" * 2000 + b"lib.so"
+    maps = _fx_line(name + b" (deleted)") + b"\n"
+    _fx_write_process(tmp_path, 4100, [b"/usr/bin/app"], maps)
+    args = [sys.executable, _CLI_SCRIPT, "--proc", str(tmp_path), "-s", "-m"]
+    for pattern in ("*a" * 100 + "*b", "*/" * 300 + "x", "**" * 200 + "q",
+                    "**a" * 30 + "**z**.so", "/opt/**/" * 20 + "*.so.1"):
+        args += ["-i", pattern]
+    result = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert os.fsencode("lib.so") in result.stdout
 
 
 def test_fx_tmp_is_not_ignored_as_a_whole():
@@ -553,7 +669,7 @@ def test_fx_json_process_details():
 def test_fx_kernel_threads_zombies_and_false_positives_are_not_reported():
     out = _fx_ok("proc-basic", "-m")
     pids = {int(pid) for line in out.splitlines() for pid in line.split(";")[0].split(",")}
-    # not 1 (clean), 2 (kthreadd), 1290 (shared memory only), 2002 (zombie)
+    # not 1 (clean), 2 (kthreadd), 1290 and 1340 (shared memory only), 2002 (zombie)
     assert pids == {612, 845, 1502}
 
 
@@ -904,6 +1020,77 @@ def test_fx_real_process_deleted_mapping_past_the_first_page(tmp_path):
     assert out, "a deleted mapping listed after the first page of maps was missed"
     assert out.startswith("%d " % child.pid)
     assert out.endswith(" uses %s\n" % lib)
+
+
+_FX_NAMED_CHILD = r"""
+import json, mmap, os, sys
+shm_dir, lib, target = sys.argv[1:4]
+keep = []
+# JACK's layout: shared memory two directories below /dev/shm, mapped, then unlinked
+os.makedirs(os.path.join(shm_dir, "default"))
+shm = os.path.join(shm_dir, "default", "jack-shm-registry")
+with open(shm, "wb") as f:
+    f.write(b"\0" * 4096)
+with open(shm, "r+b") as f:
+    keep.append(mmap.mmap(f.fileno(), 4096))
+os.unlink(shm)
+# NVIDIA's: a memfd whose name starts with '/'
+memfd = os.memfd_create("/.glA1b2C3")
+os.ftruncate(memfd, 4096)
+keep.append(mmap.mmap(memfd, 4096))
+# the control: a deleted file that is worth reporting
+with open(lib, "wb") as f:
+    f.write(b"\0" * 4096)
+with open(lib, "rb") as f:
+    keep.append(mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ))
+os.unlink(lib)
+opath = os.open(target, os.O_PATH)
+print(json.dumps({"memfd": memfd, "opath": opath, "shm": shm}), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def fx_named_child(tmp_path):
+    """A real process that maps POSIX shared memory at depth below /dev/shm and a memfd
+    named with a '/', holds an O_PATH descriptor, and maps one deleted file that is
+    not a false positive. (child, its report, the deleted file's path)"""
+    if not (os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)):
+        pytest.skip("needs a writable /dev/shm")
+    shm_dir = tempfile.mkdtemp(prefix="lib_users_test_", dir="/dev/shm")
+    lib = str(tmp_path / "libgone.so.1")
+    child = subprocess.Popen([sys.executable, "-c", _FX_NAMED_CHILD, shm_dir, lib,
+                              str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        line = child.stdout.readline()
+        assert line, "the test child failed"
+        yield child, json.loads(line), lib
+    finally:
+        child.stdin.close()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _api_kill(child)
+        child.stdout.close()
+        shutil.rmtree(shm_dir, ignore_errors=True)
+
+
+def test_fx_real_shm_at_depth_and_memfd_with_slash_are_not_reported(fx_named_child, tmp_path):
+    """The kernel shows a memfd's name as given, '/' included, and shared memory below
+    /dev/shm at any depth as deleted: neither is reported; the deleted file next to
+    them is."""
+    child, report, lib = fx_named_child
+    with open("/proc/%d/maps" % child.pid, "rb") as maps:
+        data = maps.read()
+    assert b" /memfd:/.glA1b2C3 (deleted)\n" in data
+    assert os.fsencode(report["shm"]) + b" (deleted)\n" in data
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    os.symlink("/proc/%d" % child.pid, str(proc / str(child.pid)))
+    out = _fx_ok(str(proc), "-s")
+    assert out.startswith("%d " % child.pid) and out.endswith(" uses %s\n" % lib), out
+    (finding,) = lib_users.scan(pids=[child.pid]).findings
+    assert set(finding.files) == {lib}
 
 
 # ==== the lsof-style API and --fds, against a real child and lsof =======================
@@ -1331,6 +1518,27 @@ def test_api_file_info_of_memfd_and_anon_inode(api_child, api_infos):
     epoll = _api_info(api_child, api_infos, "epoll")
     assert epoll.ref.target == "anon_inode:[eventpoll]"
     assert (epoll.type, epoll.path) == ("a_inode", None)
+
+
+def test_api_o_path_descriptor_has_no_mode(fx_named_child, tmp_path):
+    """An O_PATH descriptor can neither read nor write: mode is None although its access
+    bits read as O_RDONLY (lsof shows `u`, from the link's permissions)."""
+    child, report, _ = fx_named_child
+    ref = lib_users.FileRef(child.pid, report["opath"], str(tmp_path))
+    info = lib_users.get_file_info(ref)
+    assert info.flags & os.O_PATH and info.flags & os.O_ACCMODE == os.O_RDONLY
+    assert (info.mode, info.type, info.path, info.deleted) == (None, "DIR", str(tmp_path),
+                                                               False)
+
+
+def test_api_memfd_named_with_a_slash_is_not_deleted(fx_named_child):
+    """A memfd never was a file: the same table that the scan uses says so, whatever
+    its name holds."""
+    child, report, _ = fx_named_child
+    ref = lib_users.FileRef(child.pid, report["memfd"], "")
+    info = lib_users.get_file_info(ref)
+    assert (info.path, info.deleted, info.type, info.mode) == (
+        "/memfd:/.glA1b2C3", False, "REG", "rw")
 
 
 # ---- ProcessFiles ----------------------------------------------------------------------

@@ -16,7 +16,9 @@ Cases (one directory or file each, named after it):
   maps/openvz-prefix.maps    old OpenVZ kernels: `(deleted)/usr/lib64/...`
   maps/deleted-in-name.maps  "(deleted)" inside a name, which is not the kernel's marker
   proc-basic/                a small machine: upgraded cron and sshd, a kernel thread, a
-                             zombie, shared memory only, a process with an empty cmdline
+                             zombie, shared memory only (PulseAudio; a JACK client with
+                             NVIDIA memfds and a DRM buffer), a process with an empty
+                             cmdline
   proc-clean/                nothing needs a restart
   proc-grouping/             `sh -c 'a b'` against `sh -c a b`, 6 and 5 identical workers
   proc-hostile/              argv and file names with terminal escapes, bidi, C1, bad bytes
@@ -199,6 +201,22 @@ def pulseaudio(tree):
             starttime=3301)
 
 
+def ardour(tree):
+    """A JACK client drawing with NVIDIA's driver: memfds whose names hold '/', a DRM
+    buffer and JACK's shared memory below /dev/shm: nothing to restart."""
+    maps = Maps(b"/usr/lib/ardour8/ardour-8.1.0", 1700400)
+    maps.one(b"rw-s", 0x200000, b"00:01", 6201, b"/memfd:/.glD3fk2a (deleted)")
+    maps.one(b"r-xs", 0x200000, b"00:01", 6202, b"/memfd:/.nvidia_drv.Xq81Lz (deleted)")
+    maps.one(b"rw-s", 0x1000, b"00:04", 425984, b"/drm (deleted)")
+    maps.one(b"rw-s", 0x8000, b"00:1a", 88,
+             b"/dev/shm/jack-1000/default/jack-shm-registry (deleted)")
+    maps.lib(LIBDIR + b"libjack.so.0.1.0", 1574700)
+    maps.lib(LIBDIR + b"nvidia/current/libGLX_nvidia.so.525.147.05", 1574710)
+    process(tree, 1340, b"ArdourGUI", cmdline(b"/usr/lib/ardour8/ardour-8.1.0"),
+            base_libs(maps).data(), exe=b"/usr/lib/ardour8/ardour-8.1.0", uid=1000,
+            ppid=1180, starttime=3920)
+
+
 def proc_basic(tree):
     machine_files(tree)
     systemd(tree)
@@ -216,6 +234,7 @@ def proc_basic(tree):
     process(tree, 845, b"sshd", cmdline(b"/usr/sbin/sshd", b"-D"), base_libs(maps).data(),
             exe=b"/usr/sbin/sshd", starttime=951)
     pulseaudio(tree)
+    ardour(tree)
     # a daemon that blanked its own argument list: shown by its comm
     maps = Maps(b"/usr/local/sbin/backupd", 1700021)
     maps.lib(LIBDIR + b"libzstd.so.1.5.4", 1574420, deleted=True)
@@ -324,13 +343,18 @@ FALSE_POSITIVE_NAMES = (
     (b"/SYSV0052e2c1", b"rw-s", b"00:01", 32769),
     (b"/dev/zero", b"rw-s", b"00:01", 4102),
     (b"/memfd:wayland-cursor", b"rw-s", b"00:01", 5127),
+    (b"/memfd:/.glD3fk2a", b"rw-s", b"00:01", 5128),          # NVIDIA's driver
+    (b"/memfd:/.nvidia_drv.Xq81Lz", b"r-xs", b"00:01", 5129),
     (b"/[aio]", b"rw-s", b"00:12", 20571),
+    (b"/drm", b"rw-s", b"00:04", 425984),
     (b"/drm mm object", b"rw-s", b"00:0d", 10244),
     (b"/i915", b"rw-s", b"00:0d", 10245),
     (b"/anon_hugepage", b"rw-s", b"00:0f", 8821),
     (b"/dev/shm/pulse-shm-2364583066", b"r--s", b"00:1a", 12),
+    (b"/dev/shm/jack-1000/default/jack-shm-registry", b"rw-s", b"00:1a", 88),
     (b"/tmp/orcexec.Xd3kQ2", b"r-xs", b"00:22", 141),
     (b"/run/user/1000/orcexec.b8Zq1L", b"r-xs", b"00:2b", 77),
+    (b"/home/ana/orcexec.p0Rt7c", b"r-xs", b"00:2c", 78),
     (b"/tmp/ffiOm2Gx1", b"r-xs", b"00:22", 152),
     (b"/tmp/jna--1968219957/jna5713984829126186522.tmp", b"r-xp", b"00:22", 160),
     (b"/var/run/nscd/dbWf3sZx", b"r--s", b"00:19", 1204),
@@ -344,6 +368,12 @@ NEAR_MISSES = (
     b"/dev/shmem-helper.so",            # not inside /dev/shm/
     b"/opt/app/SYSV/libipc.so",         # SYSV, but not at the root
     b"/run/nscd/libnss_cache.so",       # nscd's directory, but not a db* file
+    b"/run/nscd/dbx/a.so",              # db + six characters, but one is a '/'
+    b"/tmp/ffix/y.so",                  # ffi + six characters, one a '/'
+    b"/tmp/orcexec.d/a.so",             # orcexec. + six characters, one a '/'
+    b"/SYSV0052e2c1/libipc.so",         # a SysV-like name as a directory
+    b"/opt/app/jna-1000/libjnidispatch.so",  # in a JNA-like directory, not jna<N>.tmp
+    b"/drm/libdrm_amdgpu.so.1",         # below a directory named /drm
     LIBDIR + b"libssl.so.3",            # an ordinary upgraded library
 )
 

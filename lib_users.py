@@ -1334,23 +1334,30 @@ def deleted_open_files(dir_fd, table=FALSE_POSITIVES, sizes=True):
     except FileNotFoundError:
         return found  # gone, or a saved tree without descriptors
     try:
-        for name in os.listdir(fd_dir):
-            try:
-                target = os.readlink(name, dir_fd=fd_dir)
-                if not (target.startswith("/") and target.endswith(" (deleted)")):
-                    continue
-                path = _strip_deleted(target)
-                if path in found or is_ignored(path, table):
-                    continue
-                st = os.stat(name, dir_fd=fd_dir)
-            except FileNotFoundError:
-                continue  # closed since the listing
-            # A name that ends in " (deleted)" but still has links is not deleted.
-            if stat.S_ISREG(st.st_mode) and st.st_nlink == 0:
-                found[path] = FileUse(path, "fd", st.st_size, _file_id(st), None)
+        with os.scandir(fd_dir) as entries:  # walked, never held: it may be a million
+            for entry in entries:
+                _deleted_open_file(fd_dir, entry.name, table, found)
     finally:
         os.close(fd_dir)
     return found
+
+
+def _deleted_open_file(fd_dir, name, table, found):
+    """Add descriptor `name` of an open fd/ directory to `found` if it holds a deleted
+    regular file."""
+    try:
+        target = os.readlink(name, dir_fd=fd_dir)
+        if not (target.startswith("/") and target.endswith(" (deleted)")):
+            return
+        path = _strip_deleted(target)
+        if path in found or is_ignored(path, table):
+            return
+        st = os.stat(name, dir_fd=fd_dir)
+    except FileNotFoundError:
+        return  # closed since the listing
+    # A name that ends in " (deleted)" but still has links is not deleted.
+    if stat.S_ISREG(st.st_mode) and st.st_nlink == 0:
+        found[path] = FileUse(path, "fd", st.st_size, _file_id(st), None)
 
 
 def is_replaced(root, path, root_seen=False):

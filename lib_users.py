@@ -250,36 +250,125 @@ def _marked_maps_lines(fd):
     return first or b"", marked
 
 
-def _read_at(dir_fd, name):
-    """Read a whole file relative to an open directory, as bytes (at most its limit).
-
-    Reading /proc/PID files through a descriptor of the /proc/PID directory ties every
-    read to one process: once it exits, the directory goes stale (ENOENT/ESRCH) even if
-    its PID is reused by a new process, so two processes' data are never mixed.
-    `dir_fd` may also be the directory's path ending in "/" (see _maps_first).
-    """
-    path, dir_fd = _in(dir_fd, name)
-    fd = os.open(path, _O_FILE, dir_fd=dir_fd)
+def read_file(path, limit=_READ_MAX):
+    """The bytes of a whole file (at most `limit`), such as /proc/stat."""
+    fd = os.open(path, _O_FILE)
     try:
-        return _read_fd(fd, name in _ONE_READ, _LIMITS.get(name, _READ_MAX))
+        return _read_fd(fd, False, limit)
     finally:
         os.close(fd)
 
 
-def _in(dir_fd, name):
-    """(path, dir_fd) for an os call on `name` in a /proc/PID directory, which is given
-    as an open descriptor or as its path ending in "/"."""
-    return (dir_fd + name, None) if dir_fd.__class__ is str else (name, dir_fd)
+class ProcDir:
+    """The /proc/PID directory of one process, open: every read of that process's files
+    goes through it.
 
+    Reading through a descriptor of the directory ties the reads to one process: once
+    it exits, the directory goes stale (ENOENT/ESRCH) even if its PID is reused by a
+    new process, so two processes' data are never mixed. Each file is read once (what
+    it said is kept) and bounded (_LIMITS). A path the process's files show is looked
+    up where the kernel built it from (shown_stat), one it names itself in its own
+    root (named_stat). Use it as a context manager; the time budget is the scan's
+    (see _watched)."""
 
-def _open_pid_dir(pid, proc):
-    """Open /proc/PID; NoSuchProcess if it is gone, AccessDenied if not allowed."""
-    try:
-        return os.open("%s/%s" % (proc, pid), _O_DIR)
-    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
-        raise NoSuchProcess(pid) from None
-    except PermissionError:
-        raise AccessDenied(pid) from None
+    def __init__(self, proc, pid, task=None, reader=None):
+        """Open PROC/PID (or PROC/PID/task/TASK, one thread of it); NoSuchProcess if it
+        is gone, AccessDenied if not allowed. `reader`: reader_root(proc), where known."""
+        self.proc, self.pid, self.reader = proc, pid, reader
+        path = "%s/%d" % (proc, pid) if task is None else "%s/%d/task/%s" % (proc, pid, task)
+        try:
+            self.fd = os.open(path, _O_DIR)
+        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+            raise NoSuchProcess(pid) from None
+        except PermissionError:
+            raise AccessDenied(pid) from None
+        self._files = {}
+        self._shown_in = None  # where shown paths are looked up, see shown_stat
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+    def read(self, name):
+        """The bytes of the file `name` (stat, cmdline, fdinfo/3, ...)."""
+        if name not in self._files:
+            fd = os.open(name, _O_FILE, dir_fd=self.fd)
+            try:
+                self._files[name] = _read_fd(fd, name in _ONE_READ,
+                                             _LIMITS.get(name, _READ_MAX))
+            finally:
+                os.close(fd)
+        return self._files[name]
+
+    def marked_maps(self):
+        """(first line, lines with the deleted marker) of maps (_marked_maps_lines)."""
+        fd = os.open("maps", _O_FILE, dir_fd=self.fd)
+        try:
+            return _marked_maps_lines(fd)
+        finally:
+            os.close(fd)
+
+    def readlink(self, name):
+        """The text of the link `name` (exe, cwd, root, ns/mnt, fd/3), or None where it
+        cannot be read."""
+        try:
+            return os.readlink(name, dir_fd=self.fd)  # str, as the name is
+        except OSError:
+            return None
+
+    def stat(self, name):
+        """os.stat of `name`, following a link (fd/3, map_files/...) to its file."""
+        return os.stat(name, dir_fd=self.fd)
+
+    def names(self, name):
+        """The entries of the subdirectory `name` (fd, task), one at a time: it may
+        hold a million, and the list is never held."""
+        fd = os.open(name, _O_DIR, dir_fd=self.fd)
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    yield entry.name
+        finally:
+            os.close(fd)
+
+    def named_stat(self, path):
+        """os.stat of a path as the process itself names it (on its command line):
+        through its root, or for a relative path its working directory."""
+        return self.stat(("root" if path.startswith("/") else "cwd/") + path)
+
+    def shown_stat(self, path):
+        """os.stat of an absolute path as the process's maps and its fd, cwd and exe
+        links show it. The kernel builds those paths relative to the reader's root
+        where the file is reachable from it: a process in the reader's mount
+        namespace, chrooted or not, shows them as the reader sees them; one in another
+        mount namespace (a container) as it sees them itself, to be looked up through
+        its /proc/PID/root. Through that root too where its namespace cannot be read.
+        Decided on the first lookup, for one readlink."""
+        if self._shown_in is None:
+            reader = self.reader or reader_root(self.proc)
+            mnt = self.readlink("ns/mnt")
+            self._shown_in = reader[1] if mnt is not None and mnt == reader[0] else "root"
+        if self._shown_in == "root":
+            return self.stat("root" + path)
+        return os.stat(self._shown_in + path)
+
+    def shown_in_own_root(self):
+        """Whether shown paths are looked up through the process's own root."""
+        self.shown_id("/")
+        return self._shown_in == "root"
+
+    def shown_id(self, path):
+        """(major, minor, inode) of the file at a shown path, or None."""
+        try:
+            return _file_id(self.shown_stat(path))
+        except (OSError, ValueError):  # ValueError: a NUL, in a --proc tree only
+            return None
+
+    def shown_root_readable(self):
+        """Whether shown paths can be looked up at all (not in a fixture tree, say)."""
+        return self.shown_id("/") is not None
 
 
 def list_pids(proc=PROC):
@@ -383,17 +472,9 @@ def _proc_error(err, pid):
     return err
 
 
-def _link_or_none(dir_fd, name):
-    try:
-        path, dir_fd = _in(dir_fd, name)
-        return os.readlink(path, dir_fd=dir_fd)  # str, as the path is
-    except OSError:
-        return None
-
-
 def boot_time(proc=PROC):
     """Seconds since the epoch at which the machine booted (`btime` in /proc/stat)."""
-    for line in _read_at(None, "%s/stat" % proc).split(b"\n"):
+    for line in read_file("%s/stat" % proc).split(b"\n"):
         if line.startswith(b"btime "):
             return int(line[len(b"btime "):])  # ValueError if no number follows
     raise ValueError("no btime in %s/stat" % proc)
@@ -439,20 +520,20 @@ def _user_name(uid, cache):
     return cache[uid]
 
 
-def process_info(dir_fd, pid, clock, users, argv=None, stat_data=None):
-    """ProcessInfo for the process whose /proc/PID directory is open as `dir_fd`
-    (`argv` and the bytes of its stat where already read). OSError if it is gone or
-    its stat cannot be read."""
-    comm, fields = parse_stat(_read_at(dir_fd, "stat") if stat_data is None else stat_data)
-    uid = _real_uid(_read_at(dir_fd, "status"))
+def process_info(pdir, clock, users, argv=None):
+    """ProcessInfo for the process of a ProcDir (`argv` where already read). OSError if
+    it is gone or its stat cannot be read."""
+    comm, fields = parse_stat(pdir.read("stat"))
+    uid = _real_uid(pdir.read("status"))
     if argv is None:
-        argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
+        argv = parse_cmdline(pdir.read("cmdline"))
     return ProcessInfo(
-        pid, int(fields[1]), int(fields[2]), uid,
-        None if uid is None else _user_name(uid, users),
-        fields[0].decode("ascii", "replace"), comm, argv, _link_or_none(dir_fd, "exe"),
-        _link_or_none(dir_fd, "cwd"), _link_or_none(dir_fd, "root"),
-        clock.epoch(int(fields[19])), bool(int(fields[6]) & _PF_KTHREAD), fields[0] == b"Z")
+        pid=pdir.pid, ppid=int(fields[1]), pgrp=int(fields[2]), uid=uid,
+        user=None if uid is None else _user_name(uid, users),
+        state=fields[0].decode("ascii", "replace"), comm=comm, argv=argv,
+        exe=pdir.readlink("exe"), cwd=pdir.readlink("cwd"), root=pdir.readlink("root"),
+        start_time=clock.epoch(int(fields[19])),
+        kernel_thread=bool(int(fields[6]) & _PF_KTHREAD), zombie=fields[0] == b"Z")
 
 
 def _real_uid(status):
@@ -471,11 +552,8 @@ def get_processes(pids=None, proc=PROC, timeout=DEFAULT_TIMEOUT):
     clock, users = _Clock(proc), {}
 
     def one(pid):
-        dir_fd = _open_pid_dir(pid, proc)
-        try:
-            return process_info(dir_fd, pid, clock, users)
-        finally:
-            os.close(dir_fd)
+        with ProcDir(proc, pid) as pdir:
+            return process_info(pdir, clock, users)
 
     result = []
     for _pid, error, info in _watched(one, list_pids(proc) if pids is None else pids,
@@ -501,9 +579,9 @@ class ProcessFiles(_Record):
     __slots__ = ("pid", "exe", "cwd", "root", "mappings", "fds")
 
 
-def _ref_or_none(dir_fd, pid, name):
-    target = _link_or_none(dir_fd, name)
-    return None if target is None else FileRef(pid, name, target)
+def _ref_or_none(pdir, name):
+    target = pdir.readlink(name)
+    return None if target is None else FileRef(pdir.pid, name, target)
 
 
 def get_process_files(pid, proc=PROC, timeout=DEFAULT_TIMEOUT):
@@ -514,28 +592,18 @@ def get_process_files(pid, proc=PROC, timeout=DEFAULT_TIMEOUT):
 
 
 def _process_files(pid, proc):
-    dir_fd = _open_pid_dir(pid, proc)
     try:
-        mappings = parse_maps(_read_at(dir_fd, "maps"))
-        fds = []
-        fd_dir = os.open("fd", _O_DIR, dir_fd=dir_fd)
-        try:
-            names = os.listdir(fd_dir)
-            for name in sorted(names, key=lambda n: int(n) if n.isdigit() else -1):
-                try:
-                    target = os.fsdecode(os.readlink(name, dir_fd=fd_dir))
-                except FileNotFoundError:
-                    continue  # closed since the listing
-                fds.append(FileRef(pid, int(name), target))
-        finally:
-            os.close(fd_dir)
-        return ProcessFiles(pid, _ref_or_none(dir_fd, pid, "exe"),
-                            _ref_or_none(dir_fd, pid, "cwd"),
-                            _ref_or_none(dir_fd, pid, "root"), mappings, fds)
+        with ProcDir(proc, pid) as pdir:
+            fds = []
+            for name in sorted(pdir.names("fd"), key=lambda n: int(n) if n.isdigit() else -1):
+                target = pdir.readlink("fd/" + name)
+                if target is not None:  # else closed since the listing
+                    fds.append(FileRef(pid, int(name), target))
+            return ProcessFiles(pid, _ref_or_none(pdir, "exe"), _ref_or_none(pdir, "cwd"),
+                                _ref_or_none(pdir, "root"), parse_maps(pdir.read("maps")),
+                                fds)
     except OSError as err:
         raise _proc_error(err, pid) from None
-    finally:
-        os.close(dir_fd)
 
 
 class Lock(_Record):
@@ -625,13 +693,13 @@ def _inet_address(text):
     return socket.inet_ntop(family, raw), int(port, 16)
 
 
-def _find_socket(dir_fd, inode):
+def _find_socket(pdir, inode):
     """Socket details from the tables of the process's own network namespace:
     (type, protocol, local, remote, state, tx_queue, rx_queue), or None."""
     for table, kind, protocol in (("tcp", "IPv4", "TCP"), ("tcp6", "IPv6", "TCP"),
                                   ("udp", "IPv4", "UDP"), ("udp6", "IPv6", "UDP")):
         try:
-            data = _read_at(dir_fd, "net/" + table)
+            data = pdir.read("net/" + table)
         except OSError:
             continue
         for line in data.split(b"\n")[1:]:
@@ -643,7 +711,7 @@ def _find_socket(dir_fd, inode):
             return (kind, protocol, _inet_address(fields[1]), _inet_address(fields[2]),
                     state, tx_queue, rx_queue)
     try:
-        data = _read_at(dir_fd, "net/unix")
+        data = pdir.read("net/unix")
     except OSError:
         return None
     for line in data.split(b"\n")[1:]:
@@ -692,69 +760,16 @@ def _file_type(mode, target):
     return "unknown"
 
 
-def _stat_in_root(dir_fd, path):
-    """os.stat of a path as the process itself names it (on its command line): through
-    /proc/PID/root, or for a relative path its working directory."""
-    path, dir_fd = _in(dir_fd, ("root" if path.startswith("/") else "cwd/") + path)
-    return os.stat(path, dir_fd=dir_fd)
-
-
 def reader_root(proc=PROC):
-    """(mount namespace, root) of the reader of the procfs at `proc`, for path_root():
-    ours, whose root is "/"; for a tree that is not live, its PID 1's (the host it was
-    saved from), whose root is looked in as that PID's."""
+    """(mount namespace, root) of the reader of the procfs at `proc`, for
+    ProcDir.shown_stat: ours, whose root is "" (the root directory); for a tree that is
+    not live, its PID 1's (the host it was saved from), whose root is its root link."""
     mnt = own_namespaces(proc)[0]
-    if own_pid(proc) is not None:
-        return mnt, ("", None)
-    return mnt, ("%s/1/root" % proc, None)
-
-
-def path_root(dir_fd, reader):
-    """Where the paths that a process's maps and its fd, cwd and exe links show are
-    looked up, as a (path, dir_fd) pair for _stat_at(). The kernel builds those paths
-    relative to the reader's root where the file is reachable from it: a process in
-    the reader's mount namespace, chrooted or not, shows them as the reader sees them,
-    one in another mount namespace (a container) as it sees them itself, to be looked
-    up through its /proc/PID/root. Through that root too where its namespace cannot be
-    read. `reader` is reader_root(). Costs one readlink: ask once per process."""
-    mnt = _link_or_none(dir_fd, "ns/mnt")
-    if mnt is not None and mnt == reader[0]:
-        return reader[1]
-    return _in(dir_fd, "root")
-
-
-def _stat_at(root, path):
-    """os.stat of an absolute path under `root` (from path_root)."""
-    prefix, dir_fd = root
-    return os.stat(prefix + path, dir_fd=dir_fd)
-
-
-def _root_readable(root):
-    """Whether `root` (from path_root) can be looked in (not in a fixture tree, say)."""
-    try:
-        _stat_at(root, "/")
-        return True
-    except OSError:
-        return False
+    return mnt, "" if own_pid(proc) is not None else "%s/1/root" % proc
 
 
 def _file_id(st):
     return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-
-
-def _file_id_at(root, path):
-    """(major, minor, inode) of the file at `path` under `root` (from path_root), or
-    None."""
-    try:
-        return _file_id(_stat_at(root, path))
-    except (OSError, ValueError):  # ValueError: a NUL, in a --proc tree only
-        return None
-
-
-def _same_file(root, path, st):
-    """True if `path`, looked up under `root` (from path_root), is the file `st`
-    describes."""
-    return _file_id_at(root, path) == _file_id(st)
 
 
 def get_file_info(ref, proc=PROC, timeout=DEFAULT_TIMEOUT):
@@ -765,58 +780,65 @@ def get_file_info(ref, proc=PROC, timeout=DEFAULT_TIMEOUT):
 
 
 def _file_info(ref, proc):
-    dir_fd = _open_pid_dir(ref.pid, proc)
     try:
-        link = ref.fd if isinstance(ref.fd, str) else "fd/%d" % ref.fd
-        st = os.stat(link, dir_fd=dir_fd)
-        target = _link_or_none(dir_fd, link) or ref.target
-        pos = flags = mnt_id = mode = None
-        locks = []
-        if not isinstance(ref.fd, str):
-            pos, flags, mnt_id, locks = parse_fdinfo(_read_at(dir_fd, "fdinfo/%d" % ref.fd))
-            # An O_PATH descriptor can neither read nor write, whatever its access bits.
-            mode = None if flags & _O_PATH else ("r", "w", "rw", None)[flags & 3]
-        kind = _file_type(st.st_mode, target)
-        info = FileInfo(
-            ref=ref, type=kind, mode=mode, flags=flags, position=pos, locks=locks,
-            nlink=st.st_nlink, size=st.st_size, dev=(os.major(st.st_dev), os.minor(st.st_dev)),
-            inode=st.st_ino, rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)),
-            path=None, deleted=False, mount_point=None, fs_type=None, protocol=None,
-            local=None, remote=None, state=None, tx_queue=None, rx_queue=None, peers=None)
-        if target.startswith("/"):
-            # A kernel object (a memfd) never was a file, so it cannot be deleted; a
-            # file really named "x (deleted)" is told apart by looking the name up
-            # where the process's paths are.
-            path = _strip_deleted(target)
-            anonymous = path != target and is_ignored(path, KERNEL_OBJECTS) is not None
-            info.deleted = (path != target and not anonymous and not _same_file(
-                path_root(dir_fd, reader_root(proc)), target, st))
-            info.path = path if info.deleted or anonymous else target
-        if kind == "sock":
-            found = _find_socket(dir_fd, st.st_ino)
-            if found is not None:
-                (info.type, info.protocol, info.local, info.remote, info.state,
-                 info.tx_queue, info.rx_queue) = found
-        elif kind != "a_inode" and kind != "unknown":
-            try:
-                mounts = parse_mountinfo(_read_at(dir_fd, "mountinfo"))
-            except OSError:
-                mounts = {}
-            mount = mounts.get(mnt_id)
-            if mount is None:  # no fdinfo (cwd, root, exe): the deepest mount of its device
-                path = info.path or ""
-                candidates = [m for m in mounts.values() if (m[0], m[1]) == info.dev
-                              and (path == m[2] or path.startswith(m[2].rstrip("/") + "/"))]
-                mount = max(candidates, key=lambda m: len(m[2]), default=None)
-            if mount is not None:
-                info.mount_point, info.fs_type = mount[2], mount[3]
-        if kind == "FIFO":
-            info.peers = _pipe_peers(ref, st, proc)
-        return info
+        with ProcDir(proc, ref.pid) as pdir:
+            return _details(pdir, ref)
     except OSError as err:
         raise _proc_error(err, ref.pid) from None
-    finally:
-        os.close(dir_fd)
+
+
+def _details(pdir, ref):
+    """get_file_info() with the process's ProcDir open."""
+    link = ref.fd if isinstance(ref.fd, str) else "fd/%d" % ref.fd
+    st = pdir.stat(link)
+    target = pdir.readlink(link) or ref.target
+    pos = flags = mnt_id = mode = None
+    locks = []
+    if not isinstance(ref.fd, str):
+        pos, flags, mnt_id, locks = parse_fdinfo(pdir.read("fdinfo/%d" % ref.fd))
+        # An O_PATH descriptor can neither read nor write, whatever its access bits.
+        mode = None if flags & _O_PATH else ("r", "w", "rw", None)[flags & 3]
+    kind = _file_type(st.st_mode, target)
+    path, deleted = None, False
+    if target.startswith("/"):
+        # A kernel object (a memfd) never was a file, so it cannot be deleted; a file
+        # really named "x (deleted)" is told apart by looking the name up where the
+        # process's paths are.
+        path = _strip_deleted(target)
+        anonymous = path != target and is_ignored(path, KERNEL_OBJECTS) is not None
+        deleted = (path != target and not anonymous
+                   and pdir.shown_id(target) != _file_id(st))
+        path = path if deleted or anonymous else target
+    dev = (os.major(st.st_dev), os.minor(st.st_dev))
+    socket = (kind, None, None, None, None, None, None)
+    mount = (None, None, None, None)
+    if kind == "sock":
+        socket = _find_socket(pdir, st.st_ino) or socket
+    elif kind != "a_inode" and kind != "unknown":
+        mount = _mount_of(pdir, mnt_id, dev, path) or mount
+    return FileInfo(
+        ref=ref, type=socket[0], mode=mode, flags=flags, position=pos, locks=locks,
+        nlink=st.st_nlink, size=st.st_size, dev=dev, inode=st.st_ino,
+        rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)), path=path, deleted=deleted,
+        mount_point=mount[2], fs_type=mount[3], protocol=socket[1], local=socket[2],
+        remote=socket[3], state=socket[4], tx_queue=socket[5], rx_queue=socket[6],
+        peers=_pipe_peers(ref, st, pdir.proc) if kind == "FIFO" else None)
+
+
+def _mount_of(pdir, mnt_id, dev, path):
+    """The mount (major, minor, mount point, fs type) a file is on, from the process's
+    mountinfo: the one fdinfo names, else (cwd, root, exe) the deepest mount of its
+    device that holds its path. None if unknown."""
+    try:
+        mounts = parse_mountinfo(pdir.read("mountinfo"))
+    except OSError:
+        return None
+    if mnt_id in mounts:
+        return mounts[mnt_id]
+    path = path or ""
+    candidates = [m for m in mounts.values() if (m[0], m[1]) == dev
+                  and (path == m[2] or path.startswith(m[2].rstrip("/") + "/"))]
+    return max(candidates, key=lambda m: len(m[2]), default=None)
 
 
 def parse_cgroup(data):
@@ -949,28 +971,28 @@ def placement_of(cgroup, users=None):
                      None if container is None else pod_of(cgroup))
 
 
-def namespaces(dir_fd):
+def namespaces(pdir):
     """(mnt, pid) namespace identities of a process (link texts), None where unreadable."""
-    return tuple(_link_or_none(dir_fd, "ns/" + kind) for kind in ("mnt", "pid"))
+    return tuple(pdir.readlink("ns/" + kind) for kind in ("mnt", "pid"))
 
 
 def own_namespaces(proc=PROC):
     """Our namespaces as the procfs at `proc` sees them; for a tree that is not live,
     those of its PID 1 (the host it was saved from)."""
-    for name in ("self", "1"):
-        try:
-            dir_fd = os.open("%s/%s" % (proc, name), _O_DIR)
-        except OSError:
-            continue
-        try:
-            return namespaces(dir_fd)
-        finally:
-            os.close(dir_fd)
+    for link in ("%s/self/ns/" % proc, "%s/1/ns/" % proc):
+        found = []
+        for kind in ("mnt", "pid"):
+            try:
+                found.append(os.readlink(link + kind))
+            except OSError:
+                found.append(None)
+        if found != [None, None]:
+            return tuple(found)
     return (None, None)
 
 
-def read_placement(dir_fd, own_ns, users, known=None):
-    """The Placement of the process open as `dir_fd`. A process in another PID
+def read_placement(pdir, own_ns, users, known=None):
+    """The Placement of the process of a ProcDir. A process in another PID
     namespace is in a container even where its cgroup has no recognisable name; a
     mount namespace of its own alone is not one (systemd sandboxes services that way).
 
@@ -979,7 +1001,7 @@ def read_placement(dir_fd, own_ns, users, known=None):
     """
     known = {} if known is None else known
     try:
-        cgroup = _read_at(dir_fd, "cgroup")
+        cgroup = pdir.read("cgroup")
     except FileNotFoundError:
         cgroup = None
     except ProcessLookupError:
@@ -995,7 +1017,7 @@ def read_placement(dir_fd, own_ns, users, known=None):
         place = known[cgroup] = placement_of(
             None if cgroup is None else parse_cgroup(cgroup), users)
     if place.container is None:
-        pid = _link_or_none(dir_fd, "ns/pid")
+        pid = pdir.readlink("ns/pid")
         if pid is not None and own_ns[1] is not None and pid != own_ns[1]:
             key = (cgroup, "unknown")
             if key not in known:
@@ -1249,17 +1271,17 @@ def _deleted_in_lines(lines, table=FALSE_POSITIVES, verdicts=None):
     return found
 
 
-def drop_kept_files(found, root, inodes=None):
+def drop_kept_files(pdir, found, inodes=None):
     """Remove from `found` (from deleted_mapped_files) the files really named
-    "PATH (deleted)": the kernel's marker and such a name look the same in maps.
-    `root` is a function that returns path_root() for the process, called only if a
-    name must be looked up; `inodes` what map_files/ told (see _mapped_inode)."""
+    "PATH (deleted)": the kernel's marker and such a name look the same in maps, and
+    the name is looked up where the process's paths are (ProcDir.shown_stat).
+    `inodes` is what map_files/ told (see _mapped_inode)."""
     for path, use in list(found.items()):
         if use.kind != "mapping":
             continue
         known = inodes.get(use.key) if inodes else None
         # An inode with no links left cannot be a file really named "PATH (deleted)".
-        if not (known and known[1]) and _file_id_at(root(), path + " (deleted)") == use.key:
+        if not (known and known[1]) and pdir.shown_id(path + " (deleted)") == use.key:
             del found[path]
     return found
 
@@ -1286,7 +1308,7 @@ class FileUse(_Record):
     __slots__ = ("path", "kind", "size", "key", "replaced")
 
 
-def _mapped_inode(dir_fd, mapping, inodes):
+def _mapped_inode(pdir, mapping, inodes):
     """(size, unlinked) of the file a mapping maps, from its map_files/ link (following
     it needs CAP_SYS_ADMIN), or None. `inodes` keeps the answers by (major, minor,
     inode): after an upgrade, every process that maps the old library maps the same
@@ -1295,8 +1317,7 @@ def _mapped_inode(dir_fd, mapping, inodes):
     if key in inodes:
         return inodes[key]
     try:
-        name, at = _in(dir_fd, "map_files/%x-%x" % (mapping.start, mapping.end))
-        st = os.stat(name, dir_fd=at)
+        st = pdir.stat("map_files/%x-%x" % (mapping.start, mapping.end))
     except OSError:
         return None
     if _file_id(st) != key:
@@ -1307,71 +1328,70 @@ def _mapped_inode(dir_fd, mapping, inodes):
     return inodes[key]
 
 
-def deleted_mapped_files(dir_fd, lines, table=FALSE_POSITIVES, sizes=False, verdicts=None,
+def deleted_mapped_files(pdir, lines, table=FALSE_POSITIVES, sizes=False, verdicts=None,
                          inodes=None):
     """{path: FileUse} for the files that the marked maps lines (_deleted_lines) of the
-    process open as `dir_fd` show deleted; sizes (which need CAP_SYS_ADMIN for
+    process of a ProcDir show deleted; sizes (which need CAP_SYS_ADMIN for
     map_files/) only when asked. `inodes` may carry what map_files/ told from one
     process to the next (see _mapped_inode). Files really named "PATH (deleted)" are
-    still in: looking them up needs the process's path_root(), which drop_kept_files()
-    is given."""
+    still in (see drop_kept_files)."""
     found = {}
     for path, mapping in _deleted_in_lines(lines, table, verdicts).items():
         known = None
         if sizes or inodes is not None:
-            known = _mapped_inode(dir_fd, mapping, {} if inodes is None else inodes)
+            known = _mapped_inode(pdir, mapping, {} if inodes is None else inodes)
         found[path] = FileUse(path, "mapping", known[0] if sizes and known else None,
                               mapping.dev + (mapping.inode,), None)
     return found
 
 
-def deleted_open_files(dir_fd, table=FALSE_POSITIVES, sizes=True):
+def deleted_open_files(pdir, table=FALSE_POSITIVES):
     """{path: FileUse} for the deleted regular files the process holds open through
     descriptors (memfd, sockets and anon inodes never count)."""
-    found = {}
-    try:
-        fd_dir = os.open("fd", _O_DIR, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return found  # gone, or a saved tree without descriptors
-    try:
-        with os.scandir(fd_dir) as entries:  # walked, never held: it may be a million
-            for entry in entries:
-                _deleted_open_file(fd_dir, entry.name, table, found)
-    finally:
-        os.close(fd_dir)
-    return found
+    return _scan_fds(pdir, table)[0]
 
 
-def _deleted_open_file(fd_dir, name, table, found):
-    """Add descriptor `name` of an open fd/ directory to `found` if it holds a deleted
-    regular file."""
+def _scan_fds(pdir, table):
+    """(deleted_open_files(), how many descriptors the process has)."""
+    found, listed = {}, 0
     try:
-        target = os.readlink(name, dir_fd=fd_dir)
-        if not (target.startswith("/") and target.endswith(" (deleted)")):
-            return
-        path = _strip_deleted(target)
-        if path in found or is_ignored(path, table):
-            return
-        st = os.stat(name, dir_fd=fd_dir)
+        for name in pdir.names("fd"):
+            listed += 1
+            _deleted_open_file(pdir, "fd/" + name, table, found)
     except FileNotFoundError:
-        return  # closed since the listing
+        pass  # gone, or a saved tree without descriptors
+    return found, listed
+
+
+def _deleted_open_file(pdir, link, table, found):
+    """Add the descriptor `link` (fd/N) to `found` if it holds a deleted regular file."""
+    target = pdir.readlink(link)
+    if target is None or not (target.startswith("/") and target.endswith(" (deleted)")):
+        return  # closed since the listing, or no deleted file
+    path = _strip_deleted(target)
+    if path in found or is_ignored(path, table):
+        return
+    try:
+        st = pdir.stat(link)
+    except FileNotFoundError:
+        return  # closed since
     # A name that ends in " (deleted)" but still has links is not deleted.
     if stat.S_ISREG(st.st_mode) and st.st_nlink == 0:
         found[path] = FileUse(path, "fd", st.st_size, _file_id(st), None)
 
 
-def is_replaced(root, path, root_seen=False):
+def is_replaced(pdir, path):
     """True if a file now stands at the path of a deleted file (an upgrade replaced
-    it), False if none does (it was removed), None if `root` (the process's
-    path_root) is unreadable. `root_seen`: it was found readable just now."""
+    it), False if none does (it was removed), None if where the process's paths are
+    cannot be looked in."""
     try:
-        _stat_at(root, path)
+        pdir.shown_stat(path)
         return True
     except FileNotFoundError:
         pass
     except (OSError, ValueError):  # ValueError: a NUL, in a --proc tree only
         return None
-    return False if root_seen or _root_readable(root) else None
+    return False if pdir.shown_root_readable() else None
 
 
 # Interpreters whose scripts are named on their command line, by the base name of their
@@ -1440,44 +1460,41 @@ def script_of(argv, exe_name):
     return None
 
 
-def stale_script(dir_fd, argv, exe_name, start_time, boot=None, root=None):
+def stale_script(pdir, argv, exe_name, clock):
     """FileUse of kind "script" if the script an interpreter runs was deleted or
-    changed after the process started; None otherwise. Reads metadata only.
-
-    `start_time` is a function that reads the process's start time: it is only called
-    for a script changed since `boot` (the boot time), which few are. `root` is a
-    function that returns the process's path_root() (see _chrooted_after_exec). A
-    script named by a relative path is shown as an absolute one (see _script_path).
-    """
+    changed after the process started; None otherwise. Reads metadata only, and the
+    start time only for a script changed since boot, which few are. A script named by
+    a relative path is shown as an absolute one (see _script_path)."""
     script = script_of(argv, exe_name)
     if not script or script.startswith(("/dev/", "/proc/")):
         return None  # a script passed as a descriptor (bash <(...)): no file to check
     # The command line names the script as the process saw it when it was exec'd: from
     # its root or working directory, whatever its namespace.
-    absolute = script.startswith("/")
-    use = _script_use(_in(dir_fd, "root" if absolute else "cwd/"), script, start_time, boot)
-    if use is not None and absolute and root is not None and _chrooted_after_exec(
-            dir_fd, root()):
-        use = _script_use(root(), script, start_time, boot)
+    use = _script_use(pdir, script, clock, shown=False)
+    if use is not None and script.startswith("/") and _chrooted_after_exec(pdir):
+        use = _script_use(pdir, script, clock, shown=True)
     if use is not None:
-        use.path = _script_path(dir_fd, script)
+        use.path = _script_path(pdir, script)
     return use
 
 
-def _script_use(at, script, start_time, boot):
-    """stale_script's verdict on `script` looked up under `at` (a (path, dir_fd) pair)."""
+def _script_use(pdir, script, clock, shown):
+    """stale_script's verdict on `script`, looked up as the process names it, or
+    (`shown`) as its maps would show it."""
     try:
-        st = _stat_at(at, script)
+        st = pdir.shown_stat(script) if shown else pdir.named_stat(script)
     except FileNotFoundError:
-        if not _root_readable(at):
+        readable = (pdir.shown_root_readable() if shown
+                    else _exists(pdir, "root/" if script.startswith("/") else "cwd/"))
+        if not readable:
             return None  # nothing to look in (a fixture tree): no verdict
         return FileUse(script, "script", None, None, False)
     except (OSError, ValueError):
         return None
     changed = max(st.st_mtime, st.st_ctime)
-    if boot is not None and changed <= boot:
+    if clock.btime is not None and changed <= clock.btime:
         return None  # unchanged since boot, so since the process started
-    start = start_time()
+    start = _start_time(pdir, clock)
     # A second's grace: btime is truncated to whole seconds, so a start time may read
     # up to a second early; a script written just before its interpreter started is
     # not a changed one.
@@ -1486,26 +1503,43 @@ def _script_use(at, script, start_time, boot):
     return FileUse(script, "script", st.st_size, _file_id(st), True)
 
 
-def _chrooted_after_exec(dir_fd, root):
-    """Whether a process in the reader's mount namespace (`root`, its path_root, is
-    not its /proc/PID/root) chrooted itself after it was exec'd, as daemons that drop
-    privileges do: its executable lies outside its root. Its command line then names
-    paths from the reader's root. Asked only of a script that looks stale."""
-    if root == _in(dir_fd, "root"):
+def _exists(pdir, name):
+    try:
+        pdir.stat(name)
+        return True
+    except OSError:
         return False
-    top, exe = _link_or_none(dir_fd, "root"), _link_or_none(dir_fd, "exe")
+
+
+def _start_time(pdir, clock):
+    """When the process started, in seconds since the epoch, or None (gone, or a saved
+    tree without stat)."""
+    try:
+        return clock.epoch(_start_ticks(pdir.read("stat")))
+    except FileNotFoundError:
+        return None
+
+
+def _chrooted_after_exec(pdir):
+    """Whether a process in the reader's mount namespace chrooted itself after it was
+    exec'd, as daemons that drop privileges do: its executable lies outside its root.
+    Its command line then names paths from the reader's root. Asked only of a script
+    that looks stale."""
+    if pdir.shown_in_own_root():
+        return False
+    top, exe = pdir.readlink("root"), pdir.readlink("exe")
     if top is None or top == "/" or exe is None:
         return False
     return not exe.startswith(top.rstrip("/") + "/")
 
 
-def _script_path(dir_fd, script):
+def _script_path(pdir, script):
     """The path to show for a script: a relative one joined to the process's working
     directory as its cwd link shows it (read only for a stale script). Left relative
     where that link cannot be read."""
     if script.startswith("/"):
         return script
-    cwd = _link_or_none(dir_fd, "cwd")
+    cwd = pdir.readlink("cwd")
     if cwd is None or not cwd.startswith("/"):
         return script
     return os.path.normpath(os.path.join(_strip_deleted(cwd), script))
@@ -1554,27 +1588,8 @@ class _Context:
         self.inodes = {}  # (major, minor, inode): (size, unlinked), see _mapped_inode
         self.own_ns = own_namespaces(proc) if how.services else None
         self.placements = {}  # cgroup file: Placement, see read_placement
-        self.texts = {}  # each text of arguments and details once, see _examine
-        self.proc = proc
-        self._reader = None
-
-    def reader(self):
-        """reader_root(), read when the first process needs it (see path_root)."""
-        if self._reader is None:
-            self._reader = reader_root(self.proc)
-        return self._reader
-
-
-def _path_root_once(dir_fd, ctx):
-    """path_root() of one process, as a function that decides on its first call and
-    gives the same answer after: one decision per process, paid only if asked for."""
-    decided = []
-
-    def root():
-        if not decided:
-            decided.append(path_root(dir_fd, ctx.reader()))
-        return decided[0]
-    return root
+        self.texts = {}  # each text of arguments and details once, see _argv
+        self.reader = reader_root(proc)  # see ProcDir.shown_stat
 
 
 _INTERPRETER_NAMES = frozenset(os.fsencode(entry[0]) for entry in INTERPRETERS)
@@ -1595,141 +1610,102 @@ def _interpreter_in(data):
     return os.fsdecode(name)
 
 
-def scan_process(dir_fd, pid, how, ctx, maps=None):
-    """The Finding for the process whose /proc/PID directory is open as `dir_fd`, or
-    None if it uses no deleted file. `maps` is its maps if already read. OSError if it
-    cannot be read or is gone."""
+def scan_process(pdir, how, ctx):
+    """The Finding for the process of a ProcDir, or None if it uses no deleted file.
+    OSError if it cannot be read or is gone."""
     if how.fds:
-        return _examine(dir_fd, pid, how, ctx, deleted_open_files(dir_fd, how.table), None)
-    data = _read_at(dir_fd, "maps") if maps is None else maps
-    found = deleted_mapped_files(dir_fd, _deleted_lines(data), how.table, how.details,
-                                 ctx.verdicts, ctx.inodes)
-    return _examine(dir_fd, pid, how, ctx, found,
-                    _interpreter_in(data) if how.scripts else None)
-
-
-def _examine(dir_fd, pid, how, ctx, found, script_exe):
-    """scan_process once the deleted files are known (`found`), and `script_exe`, the
-    interpreter the process runs if it is one."""
+        found, listed = _scan_fds(pdir, how.table)
+        empty, script_exe = not listed, None
+    else:
+        first, marked = pdir.marked_maps()
+        empty = not first
+        # The quick test every process gets: only these can lead to a finding.
+        script_exe = _interpreter_in(first) if how.scripts else None
+        found = deleted_mapped_files(pdir, marked, how.table, how.details, ctx.verdicts,
+                                     ctx.inodes) if marked else {}
+    if empty:
+        # A kernel thread, a zombie, or a process whose main thread exited while others
+        # run on; that one is read through a live thread.
+        thread = _live_thread(pdir)
+        if thread is None:
+            return None
+        with thread:
+            return scan_process(thread, how, ctx)
     if not found and script_exe is None:
         return None  # the common case: nothing more to read
-    root = _path_root_once(dir_fd, ctx)
-    if not drop_kept_files(found, root, ctx.inodes) and script_exe is None:
+    return _finding(pdir, how, ctx, found, script_exe)
+
+
+def _live_thread(pdir):
+    """For a process whose main thread has exited while other threads run (its state
+    is Z, its maps, cmdline, descriptors and links empty), the ProcDir of a live
+    thread, as lsof reads it; None for any other process."""
+    try:
+        if parse_stat(pdir.read("stat"))[1][0] != b"Z":
+            return None  # a kernel thread, or a process that is gone
+        for tid in pdir.names("task"):
+            if tid != str(pdir.pid) and tid.isascii() and tid.isdigit():
+                return ProcDir(pdir.proc, pdir.pid, task=tid, reader=pdir.reader)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _finding(pdir, how, ctx, found, script_exe):
+    """scan_process for a process that may need a restart: its deleted files
+    (`found`) checked, its script checked (`script_exe`: the interpreter it runs, if it
+    is one), and what the output shows of it read."""
+    drop_kept_files(pdir, found, ctx.inodes)
+    if not found and script_exe is None:
         return None  # only files really named "PATH (deleted)"
-    argv = parse_cmdline(_read_at(dir_fd, "cmdline"))
-    # The workers of one service share their arguments: each text is kept once.
-    argv = [ctx.texts.setdefault(arg, arg) for arg in argv]
-    stat_data = []  # read at most once, and only if needed
-
-    def start_time():
-        try:
-            stat_data.append(_read_at(dir_fd, "stat"))
-        except FileNotFoundError:
-            return None  # gone, or a saved tree without stat
-        return ctx.clock.epoch(_start_ticks(stat_data[0]))
-
+    argv = _argv(pdir, ctx)
     if script_exe is not None:
-        script = stale_script(dir_fd, argv, script_exe, start_time, ctx.clock.btime,
-                              root)
+        script = stale_script(pdir, argv, script_exe, ctx.clock)
         if script is not None:
             found[script.path] = script
     if not found:
         return None  # an interpreter whose script is as it was: the usual answer
-    info = None
-    if how.details:
-        try:
-            info = process_info(dir_fd, pid, ctx.clock, ctx.users, argv,
-                                stat_data[0] if stat_data else None)
-        except FileNotFoundError:
-            pass  # gone (then the reads below fail too), or a saved tree without stat
-    if info is not None:
-        texts = ctx.texts
-        info.comm, info.exe, info.cwd = [texts.setdefault(text, text)
-                                         for text in (info.comm, info.exe, info.cwd)]
-        exe, comm = info.exe, info.comm
-    else:
-        # The exe link only tells a deleted executable from a library, which only the
-        # detailed formats show.
-        exe = _link_or_none(dir_fd, "exe") if how.services else None
-        comm = None
-    if not argv or argv[0] == ARGV_CUT:  # none: show the command name, as ps does
-        if comm is None:
-            comm = os.fsdecode(_read_at(dir_fd, "comm").rstrip(b"\n"))
-        argv = ["[%s]" % comm] + argv
+    info = _process_details(pdir, ctx, argv) if how.details else None
+    # The exe link tells a deleted executable from a library, which only the detailed
+    # formats show.
+    exe = info.exe if info is not None else pdir.readlink("exe") if how.services else None
     exe = exe and _strip_deleted(exe)
-    root_seen = info is not None and info.root is not None
     for use in found.values():
         if use.kind == "mapping":
             use.kind = file_kind(use.path, exe)
         if how.details and use.replaced is None:
-            use.replaced = is_replaced(root(), use.path, root_seen)
-    placement = read_placement(dir_fd, ctx.own_ns, ctx.users, ctx.placements) \
+            use.replaced = is_replaced(pdir, use.path)
+    placement = read_placement(pdir, ctx.own_ns, ctx.users, ctx.placements) \
         if how.services else None
-    return Finding(pid, argv, found, info, placement)
+    return Finding(pdir.pid, _shown_argv(pdir, argv, info), found, info, placement)
 
 
-def _maps_first(proc, pid, how, ctx):
-    """scan_process for one PID, reading its maps by path first: most processes need
-    nothing else.
+def _argv(pdir, ctx):
+    """The process's argument list. The workers of one service share their arguments:
+    each text is kept once."""
+    return [ctx.texts.setdefault(arg, arg) for arg in parse_cmdline(pdir.read("cmdline"))]
 
-    The maps descriptor stays open meanwhile. A process's maps read empty once it has
-    exited, and its PID cannot be reused before that. So if they still read non-empty
-    after its other files were read by path, all of them belonged to the same process.
-    """
-    where = "%s/%d/" % (proc, pid)
+
+def _process_details(pdir, ctx, argv):
+    """The ProcessInfo of the process (its texts kept once, as _argv's), or None if it
+    is gone or a saved tree has no stat."""
     try:
-        fd = os.open(where + "maps", _O_FILE)
-    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
-        raise NoSuchProcess(pid) from None
-    try:
-        first, marked = _marked_maps_lines(fd)
-        if not first:
-            # Empty maps: a kernel thread, a zombie, or a process whose main thread
-            # exited while others run on; that one is read through a live thread.
-            os.close(fd)
-            fd = -1
-            where = _live_thread(proc, pid)
-            if where is None:
-                return None
-            fd = os.open(where + "maps", _O_FILE)
-            first, marked = _marked_maps_lines(fd)
-        # The quick test every process gets: only these can lead to a finding.
-        script_exe = _interpreter_in(first) if how.scripts else None
-        if not marked and script_exe is None:
-            return None
-        found = deleted_mapped_files(where, marked, how.table, how.details, ctx.verdicts,
-                                     ctx.inodes) if marked else {}
-        finding = _examine(where, pid, how, ctx, found, script_exe)
-        if not os.pread(fd, 1, 0):
-            raise NoSuchProcess(pid)  # exited, and the PID may be someone else's
-        return finding
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
-def _live_thread(proc, pid):
-    """For a process whose main thread has exited while other threads run (its state
-    is Z, its maps, cmdline and links empty), the "PROC/PID/task/TID/" directory of a
-    live thread, as lsof reads it; None for any other process with empty maps."""
-    try:
-        if parse_stat(_read_at(None, "%s/%d/stat" % (proc, pid)))[1][0] != b"Z":
-            return None  # a kernel thread, or a process that is gone
-        tids = os.listdir("%s/%d/task" % (proc, pid))
-    except (OSError, ValueError, IndexError):
+        info = process_info(pdir, ctx.clock, ctx.users, argv)
+    except FileNotFoundError:
         return None
-    for tid in tids:
-        if tid != str(pid) and tid.isascii() and tid.isdigit():
-            return "%s/%d/task/%s/" % (proc, pid, tid)
-    return None
+    texts = ctx.texts
+    info.comm, info.exe, info.cwd = [texts.setdefault(text, text)
+                                     for text in (info.comm, info.exe, info.cwd)]
+    return info
 
 
-def _dir_first(proc, pid, how, ctx):
-    dir_fd = _open_pid_dir(pid, proc)
-    try:
-        return scan_process(dir_fd, pid, how, ctx)
-    finally:
-        os.close(dir_fd)
+def _shown_argv(pdir, argv, info):
+    """The argument list as the output shows it: an empty (or cut) one is shown by the
+    command name in brackets, as ps does."""
+    if argv and argv[0] != ARGV_CUT:
+        return argv
+    comm = info.comm if info is not None else os.fsdecode(pdir.read("comm").rstrip(b"\n"))
+    return ["[%s]" % comm] + argv
 
 
 def scan(proc=PROC, how=None, pids=None, timeout=DEFAULT_TIMEOUT):
@@ -1745,16 +1721,20 @@ def scan(proc=PROC, how=None, pids=None, timeout=DEFAULT_TIMEOUT):
     how = how or ScanOptions()
     ctx = _Context(proc, how)
     me = own_pid(proc)
-    one = _dir_first if how.fds else _maps_first
     findings, scanned, unreadable = [], 0, 0
     listed = list_pids(proc) if pids is None else pids
     if pids is None and me not in (None, 1) and 1 not in listed:
         # hidepid=invisible: other users' processes are not even listed. PID 1 always
         # exists, so its absence says so; how many are hidden cannot be known.
         unreadable += 1
+
+    def one(pid):
+        with ProcDir(proc, pid, reader=ctx.reader) as pdir:
+            return scan_process(pdir, how, ctx)
+
     total = None if timeout is None else SCAN_BUDGETS * timeout
-    answers, unanswered, not_reached = _watched(
-        lambda pid: one(proc, pid, how, ctx), [p for p in listed if p != me], timeout, total)
+    answers, unanswered, not_reached = _watched(one, [p for p in listed if p != me],
+                                                timeout, total)
     for _pid, error, finding in answers:
         if isinstance(error, (NoSuchProcess, FileNotFoundError, ProcessLookupError)):
             continue  # gone, or exited during the scan
@@ -2656,7 +2636,7 @@ def _comm_of(proc, pid):
     """The command name of a process, for a message ("?" where it cannot be read). The
     kernel answers comm without the locks a stalled process holds."""
     try:
-        return escape(os.fsdecode(_read_at(None, "%s/%d/comm" % (proc, pid)).rstrip(b"\n")))
+        return escape(os.fsdecode(read_file("%s/%d/comm" % (proc, pid)).rstrip(b"\n")))
     except OSError:
         return "?"
 

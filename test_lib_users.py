@@ -2422,26 +2422,24 @@ def test_svc_read_placement_permission_denied(monkeypatch):
     so; ESRCH still means the process is gone."""
     tree = _svc_tree("svc-units")
     own = lib_users.own_namespaces(tree)
-    read_at = lib_users._read_at
 
-    def denied(dir_fd, name):
-        if name == "cgroup":
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-        return read_at(dir_fd, name)
+    class Refusing(lib_users.ProcDir):
+        error = PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(lib_users, "_read_at", denied)
+        def read(self, name):
+            if name == "cgroup":
+                raise self.error
+            return super().read(name)
+
     known = {}
     for pid, container in ((612, None), (2500, "unknown")):
-        place = lib_users.read_placement("%s/%d/" % (tree, pid), own, {}, known)
+        with Refusing(tree, pid) as pdir:
+            place = lib_users.read_placement(pdir, own, {}, known)
         assert (place.unit, place.container, place.error) == (
             None, container, "Permission denied")
-
-    def gone(dir_fd, name):
-        raise ProcessLookupError(errno.ESRCH, "gone")
-
-    monkeypatch.setattr(lib_users, "_read_at", gone)
-    with pytest.raises(ProcessLookupError):
-        lib_users.read_placement("%s/612/" % tree, own, {}, {})
+    Refusing.error = ProcessLookupError(errno.ESRCH, "gone")
+    with Refusing(tree, 612) as pdir, pytest.raises(ProcessLookupError):
+        lib_users.read_placement(pdir, own, {}, {})
 
 
 # ---- placement units ---------------------------------------------------------------------
@@ -2576,11 +2574,8 @@ def test_svc_read_placement_namespaces():
     own = lib_users.own_namespaces(tree)
 
     def place(pid):
-        fd = os.open(os.path.join(tree, str(pid)), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            return lib_users.read_placement(fd, own, {})
-        finally:
-            os.close(fd)
+        with lib_users.ProcDir(tree, pid) as pdir:
+            return lib_users.read_placement(pdir, own, {})
 
     assert place(660).container is None  # a mount namespace of its own: a sandbox
     assert place(2500).container == "unknown"  # another PID namespace, no name
@@ -2600,7 +2595,8 @@ def test_svc_read_placement_shares_answers_by_cgroup_and_namespace(tmp_path):
     known = {}
 
     def place(pid, known):
-        return lib_users.read_placement("%s/%d/" % (tmp_path, pid), own, {}, known)
+        with lib_users.ProcDir(str(tmp_path), pid) as pdir:
+            return lib_users.read_placement(pdir, own, {}, known)
 
     answers = [place(pid, known) for pid in (10, 11, 12, 10, 11)]
     assert answers == [place(pid, None) for pid in (10, 11, 12, 10, 11)]
@@ -5344,39 +5340,39 @@ _RB_HOWS = (lib_users.ScanOptions(), lib_users.ScanOptions(scripts=True),
             lib_users.ScanOptions(details=True, services=True))
 
 
-def _rb_assert_gone(dir_fd, pid, what):
-    """Every read through the stale directory descriptor says "gone"."""
+def _rb_assert_gone(pdir, what):
+    """Every read through a ProcDir opened before the process went, and not read from
+    yet, says "gone"."""
     for how in _RB_HOWS:
         ctx = lib_users._Context(lib_users.PROC, how)
         with pytest.raises(_RB_GONE):
-            result = lib_users.scan_process(dir_fd, pid, how, ctx)
+            result = lib_users.scan_process(pdir, how, ctx)
             pytest.fail("%s: scan_process(%r) returned %r" % (what, how, result))
     for name in ("maps", "cmdline", "stat", "status", "comm", "cgroup"):
         with pytest.raises(_RB_GONE):
-            data = lib_users._read_at(dir_fd, name)
+            data = pdir.read(name)
             pytest.fail("%s: %s read %r" % (what, name, data[:200]))
     for name in ("exe", "cwd", "root"):
         with pytest.raises(_RB_GONE):
-            os.readlink(name, dir_fd=dir_fd)
+            os.readlink(name, dir_fd=pdir.fd)
+        assert pdir.readlink(name) is None
     with pytest.raises(_RB_GONE):
-        lib_users.process_info(dir_fd, pid, lib_users._Clock(lib_users.PROC), {})
+        lib_users.process_info(pdir, lib_users._Clock(lib_users.PROC), {})
     with pytest.raises(_RB_GONE):
-        lib_users.deleted_open_files(dir_fd)
+        lib_users.deleted_open_files(pdir)
 
 
 def test_rb_process_gone_after_listing_is_skipped(_live_libz, _live_tmp, _live_spawn):
     child, argv = _rb_stale_child(_live_spawn, _live_tmp, _live_libz, "gone")
     pid = child.pid
-    dir_fd = lib_users._open_pid_dir(pid, lib_users.PROC)
-    try:
+    with lib_users.ProcDir(lib_users.PROC, pid) as pdir, \
+            lib_users.ProcDir(lib_users.PROC, pid) as unread:
         how = lib_users.ScanOptions()
-        found = lib_users.scan_process(dir_fd, pid, how, lib_users._Context("/proc", how))
+        found = lib_users.scan_process(pdir, how, lib_users._Context("/proc", how))
         assert found is not None and found.argv == argv
         child.kill()
         child.wait()
-        _rb_assert_gone(dir_fd, pid, "reaped")
-    finally:
-        os.close(dir_fd)
+        _rb_assert_gone(unread, "reaped")
     if os.path.exists("/proc/%d" % pid):
         pytest.skip("PID %d was already handed out again" % pid)
     result = lib_users.scan(pids=[pid])
@@ -5411,8 +5407,7 @@ def test_rb_reused_pid_is_never_mixed(_live_libz, _live_tmp, _live_spawn):
         pytest.skip("needs root and /proc/sys/kernel/ns_last_pid to hand a PID out again")
     old, _old_argv = _rb_stale_child(_live_spawn, _live_tmp, _live_libz, "old")
     pid = old.pid
-    dir_fd = lib_users._open_pid_dir(pid, lib_users.PROC)
-    try:
+    with lib_users.ProcDir(lib_users.PROC, pid) as pdir:
         old.kill()
         old.wait()
         copy = os.path.join(_live_tmp, "libz-new.so.1")
@@ -5436,9 +5431,7 @@ def test_rb_reused_pid_is_never_mixed(_live_libz, _live_tmp, _live_spawn):
         os.unlink(copy)
         assert _rb_deleted_in_maps(pid, copy)
         # The old descriptor stays with the old process: nothing of the new one.
-        _rb_assert_gone(dir_fd, pid, "reused")
-    finally:
-        os.close(dir_fd)
+        _rb_assert_gone(pdir, "reused")
     result = lib_users.scan(pids=[pid])
     assert [f.argv for f in result.findings] == [new_argv]
     cli = _rb_run(["--json", "-p", str(pid)])

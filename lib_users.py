@@ -15,6 +15,7 @@ import os
 import stat
 import sys
 import time
+from collections import namedtuple
 
 __version__ = "1.0.0"
 
@@ -39,35 +40,10 @@ class AccessDenied(PermissionError):
     """The process exists but its files may not be read by this user."""
 
 
-class _Record:
-    """A small immutable-by-convention record: fields in __slots__, equality by value."""
-
-    __slots__ = ()
-
-    def __init__(self, *args, **kwargs):
-        for name, value in zip(self.__slots__, args):
-            setattr(self, name, value)
-        for name, value in kwargs.items():
-            setattr(self, name, value)
-
-    def asdict(self):
-        return {name: getattr(self, name, None) for name in self.__slots__}
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.asdict() == other.asdict()
-
-    def __hash__(self):
-        return hash(tuple(repr(v) for v in self.asdict().values()))
-
-    def __repr__(self):
-        fields = ", ".join("%s=%r" % item for item in self.asdict().items())
-        return "%s(%s)" % (type(self).__name__, fields)
-
-
-class Mapping(_Record):
+class Mapping(namedtuple("Mapping", ("start", "end", "perms", "offset", "dev", "inode", "path", "deleted"))):
     """One line of /proc/PID/maps. `path` is decoded and has the deleted marker removed."""
 
-    __slots__ = ("start", "end", "perms", "offset", "dev", "inode", "path", "deleted")
+    __slots__ = ()
 
 
 # ---- bounded time ----------------------------------------------------------------------
@@ -487,11 +463,11 @@ def boot_time(proc=PROC):
 _PF_KTHREAD = 0x00200000
 
 
-class ProcessInfo(_Record):
+class ProcessInfo(namedtuple("ProcessInfo", ("pid", "ppid", "pgrp", "uid", "user", "state", "comm", "argv", "exe",
+                                          "cwd", "root", "start_time", "kernel_thread", "zombie"))):
     """Basic facts about one process; exe, cwd and root are None where unreadable."""
 
-    __slots__ = ("pid", "ppid", "pgrp", "uid", "user", "state", "comm", "argv", "exe",
-                 "cwd", "root", "start_time", "kernel_thread", "zombie")
+    __slots__ = ()
 
 
 class _Clock:
@@ -569,18 +545,18 @@ def get_processes(pids=None, proc=PROC, timeout=DEFAULT_TIMEOUT):
     return result
 
 
-class FileRef(_Record):
+class FileRef(namedtuple("FileRef", ("pid", "fd", "target"))):
     """A file a process uses: `fd` is the descriptor number, or "cwd", "root", "exe";
     `target` the link text (a path, `socket:[N]`, `pipe:[N]`, `anon_inode:[...]`)."""
 
-    __slots__ = ("pid", "fd", "target")
+    __slots__ = ()
 
 
-class ProcessFiles(_Record):
+class ProcessFiles(namedtuple("ProcessFiles", ("pid", "exe", "cwd", "root", "mappings", "fds"))):
     """The files of one process: exe, cwd and root as FileRef (None where unreadable),
     its mappings and its open descriptors."""
 
-    __slots__ = ("pid", "exe", "cwd", "root", "mappings", "fds")
+    __slots__ = ()
 
 
 def _ref_or_none(pdir, name):
@@ -610,20 +586,20 @@ def _process_files(pid, proc):
         raise _proc_error(err, pid) from None
 
 
-class Lock(_Record):
+class Lock(namedtuple("Lock", ("kind", "access", "start", "end", "whole"))):
     """A lock held through a descriptor: kind POSIX, FLOCK or OFDLCK; access READ or
     WRITE; start and end (None for end of file); whole when it covers the whole file."""
 
-    __slots__ = ("kind", "access", "start", "end", "whole")
+    __slots__ = ()
 
 
-class FileInfo(_Record):
+class FileInfo(namedtuple("FileInfo", ("ref", "type", "mode", "flags", "position", "locks", "nlink", "size",
+                                       "dev", "inode", "rdev", "path", "deleted", "mount_point", "fs_type",
+                                       "protocol", "local", "remote", "state", "tx_queue", "rx_queue", "peers"))):
     """The details of one file a process uses, in lsof's terms. Socket fields are None
     for other files; peers is None except for pipes and FIFOs."""
 
-    __slots__ = ("ref", "type", "mode", "flags", "position", "locks", "nlink", "size",
-                 "dev", "inode", "rdev", "path", "deleted", "mount_point", "fs_type",
-                 "protocol", "local", "remote", "state", "tx_queue", "rx_queue", "peers")
+    __slots__ = ()
 
 
 def parse_fdinfo(data):
@@ -862,18 +838,16 @@ def parse_cgroup(data):
     return None if path is None else os.fsdecode(path)
 
 
-class Placement(_Record):
+class Placement(namedtuple("Placement", ("unit", "user_unit", "uid", "user", "session",
+                                         "container", "pod", "error"),
+                           defaults=(None, None))):
     """Where a process runs: its systemd unit (the system manager's), the unit of a
     user's manager below user@UID.service, the user of that slice or session, its
     login session, its container (see container_of, or "unknown" for another PID
     namespace with no recognised name), the UID of its Kubernetes pod, and why its
     cgroup file could not be read (None when it could)."""
 
-    __slots__ = ("unit", "user_unit", "uid", "user", "session", "container", "pod", "error")
-
-    def __init__(self, unit, user_unit, uid, user, session, container, pod=None,
-                 error=None):
-        super().__init__(unit, user_unit, uid, user, session, container, pod, error)
+    __slots__ = ()
 
 
 def _unescape_unit(name):
@@ -1025,8 +999,7 @@ def read_placement(pdir, own_ns, users, known=None):
         if pid is not None and own_ns[1] is not None and pid != own_ns[1]:
             key = (cgroup, "unknown")
             if key not in known:
-                known[key] = Placement(place.unit, place.user_unit, place.uid, place.user,
-                                       place.session, "unknown", error=place.error)
+                known[key] = place._replace(container="unknown")
             place = known[key]
     return place
 
@@ -1304,12 +1277,24 @@ def _strip_deleted(link):
     return link[: -len(" (deleted)")] if link.endswith(" (deleted)") else link
 
 
-class FileUse(_Record):
+class FileUse:
     """A deleted file as a process uses it: kind (executable, library, mapping, fd or
     script), size in bytes where known, key, the file's (major, minor, inode), and
     replaced: whether a new file stands at its path (None where unknown)."""
 
     __slots__ = ("path", "kind", "size", "key", "replaced")
+
+    def __init__(self, path, kind, size, key, replaced):
+        self.path, self.kind, self.size, self.key, self.replaced = (
+            path, kind, size, key, replaced)
+
+    def __eq__(self, other):
+        return isinstance(other, FileUse) and all(
+            getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    def __repr__(self):
+        return "FileUse(%s)" % ", ".join("%s=%r" % (f, getattr(self, f))
+                                         for f in self.__slots__)
 
 
 def _mapped_inode(pdir, mapping, inodes):
@@ -1549,37 +1534,32 @@ def _script_path(pdir, script):
     return os.path.normpath(os.path.join(_strip_deleted(cwd), script))
 
 
-class Finding(_Record):
+class Finding(namedtuple("Finding", ("pid", "argv", "files", "process", "placement"))):
     """A process that uses deleted files: `files` maps each path to its FileUse;
     `process` (ProcessInfo) and `placement` (Placement) are there when asked for."""
 
-    __slots__ = ("pid", "argv", "files", "process", "placement")
+    __slots__ = ()
 
 
-class Scan(_Record):
+class Scan(namedtuple("Scan", ("findings", "scanned", "unreadable", "unanswered",
+                               "not_reached"), defaults=((), ()))):
     """The result of a scan: findings, how many processes could not be read, and of
     those the PIDs that did not answer in time and those the scan did not reach."""
 
-    __slots__ = ("findings", "scanned", "unreadable", "unanswered", "not_reached")
-
-    def __init__(self, findings, scanned, unreadable, unanswered=(), not_reached=()):
-        super().__init__(findings, scanned, unreadable, list(unanswered), list(not_reached))
+    __slots__ = ()
 
     @property
     def complete(self):
         return self.unreadable == 0
 
 
-class ScanOptions(_Record):
+class ScanOptions(namedtuple("ScanOptions", ("fds", "details", "services", "scripts", "table"),
+                             defaults=(False, False, False, False, FALSE_POSITIVES))):
     """What a scan looks at: fds (open descriptors instead of mappings), details
     (ProcessInfo, sizes, replaced-or-removed), services (units and containers),
     scripts (interpreters whose script changed) and the false-positive table."""
 
-    __slots__ = ("fds", "details", "services", "scripts", "table")
-
-    def __init__(self, fds=False, details=False, services=False, scripts=False,
-                 table=FALSE_POSITIVES):
-        super().__init__(fds, details, services, scripts, table)
+    __slots__ = ()
 
 
 class _Context:
@@ -1732,9 +1712,9 @@ def _process_details(pdir, ctx, argv):
     except FileNotFoundError:
         return None
     texts = ctx.texts
-    info.comm, info.exe, info.cwd = [texts.setdefault(text, text)
-                                     for text in (info.comm, info.exe, info.cwd)]
-    return info
+    return info._replace(comm=texts.setdefault(info.comm, info.comm),
+                         exe=texts.setdefault(info.exe, info.exe),
+                         cwd=texts.setdefault(info.cwd, info.cwd))
 
 
 def _shown_argv(pdir, argv, info):
@@ -1798,27 +1778,27 @@ def freed_bytes(uses):
 # ---- report ----------------------------------------------------------------------------
 
 
-class Group(_Record):
+class Group(namedtuple("Group", ("argv", "pids", "files", "uses", "freed"))):
     """Processes with the same argument list: their PIDs, the paths of the deleted
     files they use (sorted), each path's FileUse, and the bytes those files pin."""
 
-    __slots__ = ("argv", "pids", "files", "uses", "freed")
+    __slots__ = ()
 
 
 def group_by_argv(findings):
     """Group findings by their exact argument list, in a stable order."""
-    groups = {}
+    members = {}
     for finding in findings:
-        key = tuple(finding.argv)
-        if key not in groups:
-            groups[key] = Group(list(finding.argv), [], [], {}, 0)
-        groups[key].pids.append(finding.pid)
-        groups[key].uses.update(finding.files)
-    for group in groups.values():
-        group.pids.sort()
-        group.files = sorted(group.uses)
-        group.freed = freed_bytes(group.uses.values())
-    return sorted(groups.values(), key=lambda g: (g.argv, g.pids))
+        members.setdefault(tuple(finding.argv), []).append(finding)
+    groups = []
+    for argv, found in members.items():
+        uses = {}
+        for finding in found:
+            uses.update(finding.files)
+        groups.append(Group(argv=list(argv), pids=sorted(f.pid for f in found),
+                            files=sorted(uses), uses=uses,
+                            freed=freed_bytes(uses.values())))
+    return sorted(groups, key=lambda g: (g.argv, g.pids))
 
 
 # Units that must not be restarted blindly, with the reason and what to do instead:
@@ -1889,66 +1869,68 @@ def container_advice(container, pod=None, which=which):
     return "a process in another PID namespace: restart the container it runs in"
 
 
-class UnitEntry(_Record):
+class UnitEntry(namedtuple("UnitEntry", ("label", "unit", "container", "pids", "groups", "reason"))):
     """One line of the restart plan: a unit (or container) label, its PIDs, the argv
     groups inside it, and the reason it is held back (None: safe to restart)."""
 
-    __slots__ = ("label", "unit", "container", "pids", "groups", "reason")
+    __slots__ = ()
 
 
-class RestartPlan(_Record):
+class RestartPlan(namedtuple("RestartPlan", ("restart", "entries"))):
     """What to restart: `restart` lists system services that are safe to restart;
     `entries` every unit, container and unit-less group with its processes."""
 
-    __slots__ = ("restart", "entries")
+    __slots__ = ()
 
 
 def plan_restarts(findings, which=which):
     """Sort findings into units and containers and say which units to restart.
     `which` looks up commands on PATH (see container_advice)."""
-    entries, found = {}, {}
+    found = {}
 
     def cached(command):  # each command looked up once, and only if asked for
         if command not in found:
             found[command] = which(command)
         return found[command]
 
+    members, labels = {}, {}
     for finding in findings:
         place = finding.placement or Placement(None, None, None, None, None, None)
-        if place.container is not None:
-            key = place.container
-            reason = container_advice(place.container, place.pod, cached)
-        elif place.error is not None:
-            key = "?"
-            reason = "its cgroup could not be read (%s): find out what runs it" % place.error
-        elif place.unit is None:
-            key, reason = "", "no systemd unit: restart them by hand"
-        elif place.user_unit is not None:
-            key = "%s in %s" % (place.user_unit, place.unit)
-            who = place.user or place.uid
-            if place.user_unit.endswith(".service"):
-                reason = "a service of %s's user manager: as %s, systemctl --user restart %s" % (
-                    who, who, place.user_unit)
-            else:  # a scope: systemd cannot restart what it did not start
-                reason = "processes %s started in their session: restart the program itself" % (
-                    who,)
-        else:
-            key, reason = place.unit, held_back_reason(place.unit)
-            if place.session is not None:
-                reason = "a login session of %s: ask them to log out and in again" % (
-                    place.user or "uid %s" % place.uid)
-        if key not in entries:
-            entries[key] = UnitEntry(key, place.unit, place.container, [], [], reason)
-        entries[key].pids.append(finding.pid)
-        entries[key].groups.append(finding)
-    result = []
-    for entry in entries.values():
-        entry.pids.sort()
-        entry.groups = group_by_argv(entry.groups)
-        result.append(entry)
-    result.sort(key=lambda e: (e.reason is not None, e.label == "", e.label))
-    restart = [e.unit for e in result if e.reason is None]
-    return RestartPlan(restart, result)
+        key, reason = _label_and_reason(place, cached)
+        if key not in members:
+            members[key], labels[key] = [], (place, reason)
+        members[key].append(finding)
+    entries = [UnitEntry(label=key, unit=labels[key][0].unit,
+                         container=labels[key][0].container,
+                         pids=sorted(f.pid for f in found), groups=group_by_argv(found),
+                         reason=labels[key][1])
+               for key, found in members.items()]
+    entries.sort(key=lambda e: (e.reason is not None, e.label == "", e.label))
+    return RestartPlan([e.unit for e in entries if e.reason is None], entries)
+
+
+def _label_and_reason(place, which):
+    """The label of a Placement in the restart plan, and why it is held back (None:
+    safe to restart)."""
+    if place.container is not None:
+        return place.container, container_advice(place.container, place.pod, which)
+    if place.error is not None:
+        return "?", "its cgroup could not be read (%s): find out what runs it" % place.error
+    if place.unit is None:
+        return "", "no systemd unit: restart them by hand"
+    if place.user_unit is not None:
+        key = "%s in %s" % (place.user_unit, place.unit)
+        who = place.user or place.uid
+        if place.user_unit.endswith(".service"):
+            return key, "a service of %s's user manager: as %s, systemctl --user restart %s" % (
+                who, who, place.user_unit)
+        # a scope: systemd cannot restart what it did not start
+        return key, "processes %s started in their session: restart the program itself" % (
+            who,)
+    if place.session is not None:
+        return place.unit, "a login session of %s: ask them to log out and in again" % (
+            place.user or "uid %s" % place.uid)
+    return place.unit, held_back_reason(place.unit)
 
 
 def _version_key(version):
@@ -2005,11 +1987,11 @@ def kernel_reboot_reasons(root="/", release=None):
     return reasons
 
 
-class RebootHint(_Record):
+class RebootHint(namedtuple("RebootHint", ("needed", "reasons", "files"))):
     """Whether a reboot is needed, with the reasons, and the deleted files only a
     reboot replaces (those mapped by PID 1)."""
 
-    __slots__ = ("needed", "reasons", "files")
+    __slots__ = ()
 
 
 def reboot_hint(findings, kernel_reasons=()):
@@ -2023,12 +2005,12 @@ def reboot_hint(findings, kernel_reasons=()):
     return RebootHint(bool(reasons), reasons, files)
 
 
-class Report(_Record):
+class Report(namedtuple("Report", ("groups", "scan", "fds", "freed", "plan", "reboot"))):
     """What a scan found, ready to render: groups, the Scan itself, whether it looked
     at descriptors (fds) instead of mappings, the bytes restarting would free, the
     RestartPlan and the RebootHint."""
 
-    __slots__ = ("groups", "scan", "fds", "freed", "plan", "reboot")
+    __slots__ = ()
 
 
 def build_report(scan_result, fds=False, kernel_reasons=()):
@@ -2208,7 +2190,7 @@ def dumps_json(value, indent=0):
 
 
 def _process_doc(finding):
-    doc = finding.process.asdict() if finding.process is not None else {
+    doc = finding.process._asdict() if finding.process is not None else {
         "pid": finding.pid, "argv": finding.argv}
     doc.update(_placement_doc(finding.placement))
     doc["files"] = [{key: getattr(use, key) for key in _FILE_KEYS}
@@ -2252,7 +2234,7 @@ def json_pieces(report):
     if report.fds:
         doc["freed_bytes"] = report.freed
     doc["restart"] = report.plan.restart
-    doc["reboot"] = report.reboot.asdict()
+    doc["reboot"] = report.reboot._asdict()
     # The processes come last: the document without them ends in "\n}". They are laid
     # out as _json_list lays out a list at level 1, a few at a time.
     head = "%s,\n  \"processes\": " % dumps_json(doc)[:-2]
@@ -2288,7 +2270,7 @@ def _object_template(keys, level):
 
 _PLACEMENT_KEYS = ("unit", "user_unit", "container", "pod", "session", "cgroup_error")
 # The placement's members go in before "files", written once for all its processes.
-_PROCESS_JSON = _object_template(ProcessInfo.__slots__ + ("files",), 2).replace(
+_PROCESS_JSON = _object_template(ProcessInfo._fields + ("files",), 2).replace(
     ',\n      "files"', '%s,\n      "files"')
 _MEMBER_JSON = ",\n      %s: %s"  # a member of a process record, after another
 _FILE_KEYS = ("path", "kind", "size", "replaced")
@@ -2304,7 +2286,7 @@ def _process_json(finding, place, written):
     if finding.process is None:
         return dumps_json(_process_doc(finding), 2)
     values = []
-    for key in ProcessInfo.__slots__:
+    for key in ProcessInfo._fields:
         value = getattr(finding.process, key)
         if value.__class__ is str:  # users, states, paths: many processes share them
             if value not in written:

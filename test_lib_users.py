@@ -425,7 +425,7 @@ def test_fx_json_document_in_pieces_is_the_general_encoders(count):
         f = base[i % len(base)]
         findings.append(lib_users.Finding(
             5000 - i, f.argv, f.files, lib_users.ProcessInfo(
-                **dict(f.process.asdict(), pid=5000 - i)) if f.process else None,
+                **dict(f.process._asdict(), pid=5000 - i)) if f.process else None,
             f.placement))
     report = lib_users.build_report(lib_users.Scan(findings, count, 0))
     pieces = list(lib_users.json_pieces(report))
@@ -1664,8 +1664,8 @@ def test_api_get_processes_all_includes_child_and_self(api_child):
     pids = {info.pid: info for info in lib_users.get_processes()}
     assert api_child.pid in pids and os.getpid() in pids
     assert pids[os.getpid()].ppid == os.getppid()
-    again = lib_users.get_processes([api_child.pid])[0].asdict()
-    first = pids[api_child.pid].asdict()
+    again = lib_users.get_processes([api_child.pid])[0]._asdict()
+    first = pids[api_child.pid]._asdict()
     # start_time may come from the live uptime, read anew on each call: a few ms apart
     assert abs(first.pop("start_time") - again.pop("start_time")) < 0.1
     assert first == again

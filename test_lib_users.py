@@ -328,14 +328,16 @@ def test_fx_maps_reading_stops_at_the_vsyscall_line():
     """No read() after the vsyscall line: a non-blocking pipe that stays open would fail
     with EAGAIN if one were made. Without the line, reading goes on to the end."""
     body = b"".join(_fx_line(b"/usr/lib/libm%d.so" % i) + b"\n" for i in range(40))
+    gone = _fx_line(b"/usr/lib/libgone.so.1 (deleted)")
     read_end, write_end = os.pipe()
     try:
         os.set_blocking(read_end, False)
-        os.write(write_end, body + _FX_VSYSCALL)
-        assert lib_users._read_fd(read_end) == body + _FX_VSYSCALL
+        os.write(write_end, body + gone + b"\n" + _FX_VSYSCALL)
+        first, marked = lib_users._marked_maps_lines(read_end)
+        assert first.startswith(body[:body.index(b"\n") + 1]) and marked == [gone]
         os.write(write_end, body)
         with pytest.raises(BlockingIOError):
-            lib_users._read_fd(read_end)
+            lib_users._marked_maps_lines(read_end)
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -3812,16 +3814,20 @@ def test_live_deleted_library_is_reported(_live_libz, _live_tmp, _live_spawn):
         pid, copy, _live_argv_text(argv)]
 
 
-def test_live_maps_read_is_the_kernels_whole_file(_live_libz, _live_tmp, _live_spawn):
-    """Reading maps stops at the vsyscall line where there is one: still every line."""
-    child, _copy = _live_stale_child(_live_spawn, _live_tmp, _live_libz)
+def test_live_maps_read_keeps_every_marked_line_of_the_kernels(_live_libz, _live_tmp,
+                                                                _live_spawn):
+    """Reading maps a chunk at a time, stopping at the vsyscall line where there is
+    one, keeps every line the kernel marks deleted, and the first line."""
+    child, copy = _live_stale_child(_live_spawn, _live_tmp, _live_libz)
     fd = os.open("/proc/%d/maps" % child.pid, os.O_RDONLY)
     try:
-        data = lib_users._read_fd(fd)
+        first, marked = lib_users._marked_maps_lines(fd)
     finally:
         os.close(fd)
-    assert data == _live_maps(child.pid)
-    assert data.count(b"\n") > 10 and data.endswith(b"\n")
+    whole = _live_maps(child.pid)
+    assert marked == [line for line in whole.split(b"\n") if b"(deleted)" in line]
+    assert len(marked) > 1 and all(os.fsencode(copy) in line for line in marked)
+    assert first.startswith(whole[:whole.index(b"\n") + 1])
 
 
 def test_live_library_replaced_by_rename_is_reported(_live_libz, _live_tmp, _live_spawn):

@@ -2491,6 +2491,9 @@ _EXIT_STATUS = ("Exit status: 0 after a scan (whether or not anything was found)
                 "with --nagios 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
 
 
+_HELP_WIDTH = 80  # columns of --help: one screen wide
+
+
 class UsageError(Exception):
     """A command line that cannot be run."""
 
@@ -2516,9 +2519,14 @@ def build_parser():
         def error(self, message):
             raise UsageError(escape(message))
 
+    def formatter(prog):
+        # A given width: argparse's default asks shutil for the terminal's, and shutil
+        # imports bz2, lzma and fnmatch (some 3 ms), for every parse, not only --help.
+        return argparse.HelpFormatter(prog, max_help_position=32, width=_HELP_WIDTH)
+
     parser = Parser(prog="lib_users", usage="%(prog)s [options]", add_help=False,
                     description=__doc__.split("\n\n")[0].replace("\n", " "),
-                    epilog=_EXIT_STATUS)
+                    epilog=_EXIT_STATUS, formatter_class=formatter)
     formats = parser.add_mutually_exclusive_group()
     for short, long_, dest, metavar, help_ in OPTIONS:
         names = [n for n in (short, long_) if n]

@@ -21,7 +21,7 @@ setup(
     py_modules=["lib_users"],
     entry_points={"console_scripts": ["lib_users = lib_users:main",
                                       "fd_users = lib_users:fd_main"]},
-    data_files=[("share/man/man1", ["lib_users.1"])],
+    data_files=[("share/man/man1", ["lib_users.1", "fd_users.1"])],
     python_requires=">=3.8",
     classifiers=[
         "Environment :: Console",

@@ -6162,3 +6162,193 @@ def _bench_cmdline(pid):
             return cmdline.read()
     except OSError:
         return b""
+
+
+# ---- documentation: one table, many documents ---------------------------------------------
+# The options, the false-positive table and the JSON fields are each listed in --help,
+# README.md and lib_users.1; these tests take the lists from the code, so that a new entry
+# that one document misses fails here instead of drifting.
+
+_DOC_README = os.path.join(HERE, "README.md")
+_DOC_MAN = os.path.join(HERE, "lib_users.1")
+
+# How the documents write the character classes of a glob: mkstemp's six random
+# characters, System V's key in hex, JNA's digits.
+_DOC_GLOB_NOTATION = (("[A-Za-z0-9]" * 6, "XXXXXX"), ("[0-9a-f]" * 8, "<8 hex digits>"),
+                      ("[0-9]*", "<digits>"))
+
+
+def _doc_read(path):
+    with open(path, encoding="utf-8") as source:
+        return source.read()
+
+
+def _doc_man_text(source):
+    """The text of a man page as it reads: macro arguments joined as the font macros
+    join them, font changes dropped and groff's escapes for - \" ' \\ and space undone."""
+    lines = []
+    for line in source.splitlines():
+        if line.startswith(".\\\""):
+            continue
+        if line.startswith("."):
+            macro, _, rest = line[1:].partition(" ")
+            args = [quoted or bare for quoted, bare in
+                    re.findall(r'"([^"]*)"|((?:\\ |\S)+)', rest)]
+            if macro in ("B", "I", "SH", "SS"):
+                line = " ".join(args)
+            elif macro in ("BR", "RB", "IR", "RI", "BI", "IB"):
+                line = "".join(args)  # alternating fonts, no space between
+            else:
+                line = ""
+        lines.append(line)
+    text = re.sub(r"\\f[BIPR]", "", "\n".join(lines))
+    for escaped, plain in (("\\-", "-"), ("\\(dq", '"'), ("\\(aq", "'"), ("\\ ", " "),
+                           ("\\&", ""), ("\\e", "\\")):
+        text = text.replace(escaped, plain)
+    return text
+
+
+def _doc_section(text, start, end):
+    """The part of `text` from the line `start` to the next line `end`."""
+    at = text.index("\n" + start + "\n")
+    return text[at:text.index("\n" + end + "\n", at + 1)]
+
+
+def _doc_word(word, text):
+    return re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(word), text) is not None
+
+
+def _doc_option_names():
+    # From the parser itself (argparse keeps its actions in _actions), not from a list.
+    names = [name for action in lib_users.build_parser()._actions
+             for name in action.option_strings]
+    assert "--timeout" in names and "-I" in names and len(names) >= 25, names
+    return names
+
+
+def test_doc_man_text_renders_groff():
+    assert _doc_man_text('.BR \\-p ", " \\-\\-pid " \\fIPID\\fP"\n.RI ( */jna <digits> .tmp),\n'
+                         'a \\(dqb\\(dq \\fB\\-x\\fP') == '-p, --pid PID\n(*/jna<digits>.tmp),\na "b" -x'
+
+
+@pytest.mark.parametrize("document", ["--help", "README.md", "lib_users.1"])
+def test_doc_every_option_is_documented(document):
+    if document == "--help":
+        text = lib_users.help_text()
+        found = lambda name: _doc_word(name, text)  # noqa: E731
+    elif document == "README.md":
+        text = _doc_section(_doc_read(_DOC_README), "| option | meaning |", "")
+        found = lambda name: re.search(r"`%s[` ]" % re.escape(name), text)  # noqa: E731
+    else:
+        text = _doc_section(_doc_man_text(_doc_read(_DOC_MAN)), "OPTIONS", "OUTPUT")
+        found = lambda name: _doc_word(name, text)  # noqa: E731
+    missing = [name for name in _doc_option_names() if not found(name)]
+    assert missing == [], "%s does not name %s" % (document, ", ".join(missing))
+
+
+def _doc_pattern(pattern):
+    for glob, notation in _DOC_GLOB_NOTATION:
+        pattern = pattern.replace(glob, notation)
+    assert "[" not in pattern or pattern == "/[aio]", "no notation for " + pattern
+    return pattern
+
+
+@pytest.mark.parametrize("document", ["README.md", "lib_users.1"])
+def test_doc_every_false_positive_is_documented(document):
+    if document == "README.md":
+        text = _doc_section(_doc_read(_DOC_README), "## False positives", "## Limitations")
+        found = lambda pattern: "`%s`" % pattern in text  # noqa: E731
+    else:
+        text = _doc_section(_doc_man_text(_doc_read(_DOC_MAN)), "FALSE POSITIVES",
+                            "EXIT STATUS")
+        found = lambda pattern: re.search(  # noqa: E731
+            r"(?<![\w/.-])%s(?![\w/-])" % re.escape(pattern), text)
+    entries = lib_users.FALSE_POSITIVES
+    assert len(entries) >= 14
+    missing = [_doc_pattern(p) for _kind, p, _why in entries if not found(_doc_pattern(p))]
+    assert missing == [], "%s does not list %s" % (document, ", ".join(missing))
+
+
+def _doc_json_keys():
+    """Every member name of the JSON documents of fixture trees that, between them, hold
+    every kind of record: units, sessions and containers, and --fds's freed bytes."""
+    def collect(value):
+        if isinstance(value, dict):
+            for key, member in value.items():
+                keys.add(key)
+                collect(member)
+        elif isinstance(value, list):
+            for member in value:
+                collect(member)
+
+    keys = set()
+    for tree, args in (("svc-units", ()), ("svc-containers", ()), ("proc-basic", ("--fds",))):
+        collect(_fx_json(tree, *args) if tree.startswith("proc-")
+                else json.loads(_svc_run("--json", *args, proc=tree).stdout))
+    assert {"session", "id", "freed_bytes", "replaced", "unanswered"} <= keys, keys
+    return sorted(keys)
+
+
+@pytest.mark.parametrize("document", ["README.md", "lib_users.1"])
+def test_doc_every_json_field_is_documented(document):
+    if document == "README.md":
+        text = _doc_section(_doc_read(_DOC_README), "### Machine-readable output",
+                            "### Safe on a terminal")
+        found = lambda key: '"%s":' % key in text or "`%s`" % key in text  # noqa: E731
+    else:
+        text = _doc_section(_doc_man_text(_doc_read(_DOC_MAN)), "JSON format (--json)",
+                            "Services format (-S)")
+        found = lambda key: _doc_word(key, text)  # noqa: E731
+    missing = [key for key in _doc_json_keys() if not found(key)]
+    assert missing == [], "%s does not describe %s" % (document, ", ".join(missing))
+
+
+def _doc_setup_keywords():
+    """The literal keyword arguments of setup() in setup.py."""
+    import ast
+    tree = ast.parse(_doc_read(os.path.join(HERE, "setup.py")))
+    call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "setup")
+    return {k.arg: ast.literal_eval(k.value) for k in call.keywords
+            if k.arg in ("entry_points", "data_files")}
+
+
+def test_doc_every_command_has_an_installed_man_page():
+    keywords = _doc_setup_keywords()
+    commands = [entry.split("=")[0].strip()
+                for entry in keywords["entry_points"]["console_scripts"]]
+    assert sorted(commands) == ["fd_users", "lib_users"]
+    installed = dict(keywords["data_files"])["share/man/man1"]
+    assert sorted(installed) == sorted(command + ".1" for command in commands)
+    for page in installed:
+        text = _doc_read(os.path.join(HERE, page))
+        assert re.search(r"^\.TH ", text, re.M) or text == ".so man1/lib_users.1\n", page
+    # The alias leads to the page that describes fd_users.
+    assert "fd_users" in _doc_man_text(_doc_read(_DOC_MAN)).split("DESCRIPTION")[0]
+
+
+def test_doc_parse_args_keeps_the_short_ways_of_writing():
+    options = lib_users.parse_args(["-sv", "--verb", "-p612", "--pid=1,2", "-i", "a*",
+                                    "--ignore-pat", "b", "-I/x", "--time=0.5", "-w3"])
+    assert (options.showlibs, options.verbose, options.pids) == (True, True, [1, 2, 612])
+    assert (options.patterns, options.literals) == (["a*", "b"], ["/x"])
+    assert (options.timeout, options.warning, options.critical) == (0.5, 3, None)
+    defaults = lib_users.parse_args([])
+    assert (defaults.pids, defaults.timeout, defaults.patterns) == (
+        None, lib_users.DEFAULT_TIMEOUT, [])
+    for args, message in ((["--ver"], "ambiguous option: --ver could match"),
+                          (["--", "x"], "unexpected argument: x"),
+                          (["-s", "-"], "unexpected argument: -"),
+                          (["--bogus\x1b"], "unknown option: --bogus\\x1b"),
+                          (["--json", "--prom"], "not allowed with")):
+        with pytest.raises(lib_users.UsageError, match=re.escape(message)):
+            lib_users.parse_args(args)
+
+
+def test_doc_plain_run_does_not_import_argparse():
+    # The no-argument run (hooks, timers) does without argparse's 6 ms of start-up.
+    code = ("import sys, lib_users; lib_users.parse_args([]); print('argparse' in sys.modules);"
+            "lib_users.parse_args(['-s']); print('argparse' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=HERE, stdout=subprocess.PIPE,
+                         universal_newlines=True, check=True).stdout
+    assert out == "False\nTrue\n"

@@ -675,6 +675,21 @@ def test_fx_json_output():
     ]
 
 
+def test_fx_json_example_in_readme_is_laid_out_and_named_as_the_output():
+    """README's --json example has the document's members, in its order and layout."""
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as readme:
+        text = readme.read()
+    example = text.split("```json\n", 1)[1].split("```", 1)[0]
+    shown = json.loads(example)
+    assert json.dumps(shown, indent=2) + "\n" == example
+    real = json.loads(_fx_run("proc-basic", "--json").stdout)
+    assert list(shown) == list(real)
+    assert list(shown["groups"][0]) == list(real["groups"][0])
+    assert list(shown["reboot"]) == list(real["reboot"])
+    assert list(shown["processes"][0]) == list(real["processes"][0])
+    assert list(shown["processes"][0]["files"][0]) == list(real["processes"][0]["files"][0])
+
+
 def test_fx_json_process_details():
     """--json also describes each reported process; the replaced binary, named by the
     exe link, is an executable, the rest libraries."""

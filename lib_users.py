@@ -2447,13 +2447,12 @@ def warn(message):
 
 
 def write_output(text):
-    """Write results (a str, or pieces of one) to stdout. A closed pipe ends quietly;
-    any other failure is an error the caller reports."""
+    """Write results to stdout. A closed pipe ends quietly; any other failure is an
+    error the caller reports."""
     if sys.stdout is None:  # started with stdout closed (>&-)
         raise OSError(0, "standard output is closed")
     try:
-        for piece in [text] if isinstance(text, str) else text:
-            sys.stdout.write(piece)
+        sys.stdout.write(text)
         sys.stdout.flush()
     except OSError as err:
         # Point stdout at /dev/null so that the interpreter's final flush of what is

@@ -2173,73 +2173,42 @@ def render_machine(report):
     return "".join(lines)
 
 
-def json_text(text):
-    """A str for JSON: bytes that were not UTF-8 become the text \\xNN."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+def render_json(report):
+    """One JSON document: the groups, each reported process with its details, what to
+    restart, whether a reboot is needed, and whether the scan saw every process."""
+    import json  # here, not at the top: only --json pays its 5 ms (most of it re)
+
+    processes = [_process_doc(f) for f in sorted(report.scan.findings, key=lambda f: f.pid)]
+    by_pid = {doc["pid"]: doc for doc in processes}
+    doc = {
+        "version": __version__,
+        "mode": "fds" if report.fds else "maps",
+        "complete": report.scan.complete,
+        "unreadable": report.scan.unreadable,
+        "unanswered": report.scan.unanswered,
+        "groups": [],
+    }
+    for group in report.groups:
+        entry = {"argv": group.argv, "pids": group.pids, "files": group.files}
+        for field in ("unit", "container", "pod", "session"):
+            # The group's unit (container, session) where all its processes share it.
+            values = [by_pid[pid][field] for pid in group.pids]
+            entry[field] = values[0] if all(v == values[0] for v in values) else None
+        if report.fds:
+            entry["freed_bytes"] = group.freed
+        doc["groups"].append(entry)
+    if report.fds:
+        doc["freed_bytes"] = report.freed
+    doc["restart"] = report.plan.restart
+    doc["reboot"] = report.reboot._asdict()
+    doc["processes"] = processes
+    # ensure_ascii escapes C0, C1, every other non-ASCII character and the surrogates
+    # that stand for bytes that are not UTF-8 (\udcXX: os.fsencode gives the bytes
+    # back), but leaves DEL raw. Outside strings JSON has no DEL to confuse it with.
+    return json.dumps(doc, indent=2).replace("\x7f", "\\u007f") + "\n"
 
 
-def _json_string(text):
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
-        return '"%s"' % text
-    out = []
-    for char in json_text(text):
-        code = ord(char)
-        if char == '"' or char == "\\":
-            out.append("\\" + char)
-        elif 0x20 <= code < 0x7F:
-            out.append(char)
-        elif code <= 0xFFFF:
-            out.append("\\u%04x" % code)
-        else:  # a surrogate pair, as JSON spells characters past the BMP
-            code -= 0x10000
-            out.append("\\u%04x\\u%04x" % (0xD800 | code >> 10, 0xDC00 | code & 0x3FF))
-    return '"%s"' % "".join(out)
-
-
-def dumps_json(value, indent=0):
-    """Serialise dicts, lists, str, int, float, bool and None as ASCII-only JSON.
-
-    Written out rather than imported: the json module costs more start-up time than a
-    whole scan of a small machine. Every character outside printable ASCII is escaped,
-    so the document is also safe on a terminal.
-    """
-    kind = value.__class__  # exact types first: this runs for every value
-    if kind is str:
-        return _json_string(value)
-    if kind is dict:
-        if not value:
-            return "{}"
-        pad, inner = "\n" + "  " * indent, ",\n" + "  " * (indent + 1)
-        return "{%s%s%s}" % (inner[1:], inner.join(
-            [_json_string(str(k)) + ": " + dumps_json(v, indent + 1)
-             for k, v in value.items()]), pad)
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if kind is int:
-        return repr(value)
-    if kind is list or kind is tuple:
-        if not value:
-            return "[]"
-        if all(v.__class__ is int or v.__class__ is str for v in value):
-            return "[%s]" % ", ".join([dumps_json(v) for v in value])
-        pad, inner = "\n" + "  " * indent, ",\n" + "  " * (indent + 1)
-        return "[%s%s%s]" % (inner[1:], inner.join([dumps_json(v, indent + 1) for v in value]),
-                             pad)
-    if isinstance(value, int):  # bool was answered above; an int subclass
-        return repr(int(value))
-    if isinstance(value, float):  # JSON has no NaN or infinity
-        return repr(value) if value - value == 0 else "null"
-    if isinstance(value, str):
-        return _json_string(str(value))
-    if isinstance(value, dict):
-        return dumps_json(dict(value), indent)
-    if isinstance(value, (list, tuple)):
-        return dumps_json(list(value), indent)
-    raise TypeError("cannot serialise %s as JSON" % type(value).__name__)
+_FILE_KEYS = ("path", "kind", "size", "replaced")
 
 
 def _process_doc(finding):
@@ -2251,118 +2220,7 @@ def _process_doc(finding):
     return doc
 
 
-def render_json(report):
-    """One JSON document: the groups, each reported process with its details, what to
-    restart, whether a reboot is needed, and whether the scan saw every process."""
-    return "".join(json_pieces(report))
-
-
-def json_pieces(report):
-    """render_json's document in pieces, to be written as they come: the process
-    records, most of the document, are never all held at once."""
-    doc = {
-        "version": __version__,
-        "mode": "fds" if report.fds else "maps",
-        "complete": report.scan.complete,
-        "unreadable": report.scan.unreadable,
-        "unanswered": report.scan.unanswered,
-        "groups": [],
-    }
-    # Processes of one unit share one Placement (see read_placement), and so its
-    # document and the JSON of its values; so do files that many processes map.
-    placed, written = {}, {}
-    for finding in report.scan.findings:
-        if id(finding.placement) not in placed:
-            placed[id(finding.placement)] = _placement_json(finding.placement)
-    places = {f.pid: placed[id(f.placement)] for f in report.scan.findings}
-    for group in report.groups:
-        entry = {"argv": group.argv, "pids": group.pids, "files": group.files}
-        for field in ("unit", "container", "pod", "session"):
-            # The group's unit (container, session) where all its processes share it.
-            values = [places[pid][0][field] for pid in group.pids]
-            entry[field] = values[0] if all(v == values[0] for v in values) else None
-        if report.fds:
-            entry["freed_bytes"] = group.freed
-        doc["groups"].append(entry)
-    if report.fds:
-        doc["freed_bytes"] = report.freed
-    doc["restart"] = report.plan.restart
-    doc["reboot"] = report.reboot._asdict()
-    # The processes come last: the document without them ends in "\n}". They are laid
-    # out as _json_list lays out a list at level 1, a few at a time.
-    head = "%s,\n  \"processes\": " % dumps_json(doc)[:-2]
-    if not report.scan.findings:
-        yield head + "[]\n}\n"
-        return
-    findings = sorted(report.scan.findings, key=lambda f: f.pid)
-    for at in range(0, len(findings), _RECORDS_PER_PIECE):
-        yield (head + "[\n    " if at == 0 else ",\n    ") + ",\n    ".join(
-            [_process_json(f, places[f.pid], written)
-             for f in findings[at : at + _RECORDS_PER_PIECE]])
-    yield "\n  ]\n}\n"
-
-
-_RECORDS_PER_PIECE = 20  # some 20 KB: more at a time costs memory, not time
-
-
-def _json_list(items, level):
-    """A JSON array, laid out as dumps_json lays it out, of items already written."""
-    if not items:
-        return "[]"
-    inner = ",\n" + "  " * (level + 1)
-    return "[%s%s\n%s]" % (inner[1:], inner.join(items), "  " * level)
-
-
-def _object_template(keys, level):
-    """A %-template of a JSON object with these keys, laid out as dumps_json lays out
-    an object at `level`: one %s for each value."""
-    inner = ",\n" + "  " * (level + 1)
-    return "{%s%s\n%s}" % (inner[1:], inner.join(
-        [_json_string(key).replace("%", "%%") + ": %s" for key in keys]), "  " * level)
-
-
 _PLACEMENT_KEYS = ("unit", "user_unit", "container", "pod", "session", "cgroup_error")
-# The placement's members go in before "files", written once for all its processes.
-_PROCESS_JSON = _object_template(ProcessInfo._fields + ("files",), 2).replace(
-    ',\n      "files"', '%s,\n      "files"')
-_MEMBER_JSON = ",\n      %s: %s"  # a member of a process record, after another
-_FILE_KEYS = ("path", "kind", "size", "replaced")
-_FILE_JSON = _object_template(_FILE_KEYS, 4)
-
-
-def _process_json(finding, place, written):
-    """dumps_json(_process_doc(finding), 2), written from templates: a JSON document
-    holds a record of every reported process, and these keys need not be written anew
-    for each one. `place`: the finding's _placement_doc and the JSON of its members;
-    `written`: the JSON of the files and strings written so far, which many processes
-    share."""
-    if finding.process is None:
-        return dumps_json(_process_doc(finding), 2)
-    values = []
-    for key in ProcessInfo._fields:
-        value = getattr(finding.process, key)
-        if value.__class__ is str:  # users, states, paths: many processes share them
-            if value not in written:
-                written[value] = _json_string(value)
-            values.append(written[value])
-        else:
-            values.append(dumps_json(value, 3))
-    values.append(place[1])
-    files = []
-    for _path, use in sorted(finding.files.items()):
-        key = (use.path, use.kind, use.size, use.replaced)
-        if key not in written:
-            written[key] = _FILE_JSON % tuple([dumps_json(value, 5) for value in key])
-        files.append(written[key])
-    values.append(_json_list(files, 3))
-    return _PROCESS_JSON % tuple(values)
-
-
-def _placement_json(place):
-    """(_placement_doc(place), its members as they go in a process record)."""
-    doc = _placement_doc(place)
-    return doc, "".join([_MEMBER_JSON % (_json_string(key), dumps_json(doc[key], 3))
-                         for key in _PLACEMENT_KEYS])
 
 
 def _placement_doc(place):
@@ -2633,13 +2491,12 @@ def warn(message):
 
 
 def write_output(text):
-    """Write results (a str, or pieces of one) to stdout. A closed pipe ends quietly;
-    any other failure is an error the caller reports."""
+    """Write results to stdout. A closed pipe ends quietly; any other failure is an
+    error the caller reports."""
     if sys.stdout is None:  # started with stdout closed (>&-)
         raise OSError(0, "standard output is closed")
     try:
-        for piece in [text] if isinstance(text, str) else text:
-            sys.stdout.write(piece)
+        sys.stdout.write(text)
         sys.stdout.flush()
     except OSError as err:
         # Point stdout at /dev/null so that the interpreter's final flush of what is
@@ -2733,7 +2590,7 @@ def run(options):
     report = build_report(result, options.fds, kernel_reboot_reasons() if live else ())
     status = 0
     if options.json:
-        text = json_pieces(report)
+        text = render_json(report)
     elif options.machine:
         text = render_machine(report)
     elif options.nagios:

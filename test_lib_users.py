@@ -381,27 +381,46 @@ def test_fx_real_uid_is_the_first_number_on_the_uid_line():
         lib_users._real_uid(b"Name:\tx\nUid:\tnobody\n")
 
 
-def test_fx_json_process_records_as_the_general_encoder_writes_them():
-    """Process records are written from templates: the very text dumps_json writes."""
+def test_fx_json_records_keep_every_value_exactly():
+    """Every value of a process record comes back from the document as it was read:
+    quotes, %, control characters, a byte that is not UTF-8, a character past U+FFFF;
+    and the document is ASCII with nothing raw for a terminal to act on."""
     how = lib_users.ScanOptions(details=True, services=True)
     findings = [f for tree in ("proc-basic", "proc-hostile", "svc-units", "svc-odd")
                 for f in lib_users.scan(os.path.join(TESTDATA, tree), how).findings]
     info = lib_users.ProcessInfo(
-        7, 1, 7, None, None, "S", "caf\xe9 \"%s\" \x1b", ["a\tb", os.fsdecode(b"\xff"), ""],
-        None, "/100%", "/", 1.5e9, False, False)
+        7, 1, 7, None, None, "S", "caf\xe9 \"%s\" \x1b\x7f",
+        ["a\tb", os.fsdecode(b"\xff"), "", "\U0001f600"], None, "/100%", "/", 1.5e9,
+        False, False)
     files = {path: lib_users.FileUse(path, "library", size, (8, 1, 2), replaced)
              for path, size, replaced in (("/z\u2028.so", None, None), ("/a.so", 10, True))}
     place = lib_users.Placement("session-3.scope", None, 0, "root", "3", "docker:abc")
     findings += [lib_users.Finding(7, info.argv, files, info, place),
                  lib_users.Finding(8, ["x"], dict(files), None, None)]
     assert sum(f.process is not None for f in findings) > 10
-    written = {}  # shared, as render_json shares it: files met again come from it
-    for finding in findings:
-        expected = lib_users.dumps_json(lib_users._process_doc(finding), 2)
-        place = lib_users._placement_json(finding.placement)
-        assert lib_users._process_json(finding, place, written) == expected
-    files = [key for key in written if key.__class__ is tuple]
-    assert len(files) < sum(len(f.files) for f in findings if f.process is not None)
+    text = lib_users.render_json(lib_users.build_report(
+        lib_users.Scan(findings, len(findings), 0)))
+    assert all(0x20 <= ord(char) < 0x7F or char == "\n" for char in text)
+    records = json.loads(text)["processes"]  # by PID; PIDs of two trees keep their order
+    assert len(records) == len(findings)
+    for finding, record in zip(sorted(findings, key=lambda f: f.pid), records):
+        assert record["pid"] == finding.pid
+        if finding.process is not None:
+            for key, value in finding.process._asdict().items():
+                assert record[key] == value, (finding.pid, key)
+        else:
+            assert record["argv"] == finding.argv
+        assert [f["path"] for f in record["files"]] == sorted(finding.files)
+    records = {p["pid"]: p for p in records if p["pid"] in (7, 8)}
+    assert os.fsencode(records[7]["argv"][1]) == b"\xff"
+    assert records[7]["comm"] == "caf\xe9 \"%s\" \x1b\x7f"
+    assert records[7]["files"] == [
+        {"path": "/a.so", "kind": "library", "size": 10, "replaced": True},
+        {"path": "/z\u2028.so", "kind": "library", "size": None, "replaced": None}]
+    assert (records[7]["unit"], records[7]["container"]) == ("session-3.scope", "docker:abc")
+    assert records[7]["session"] == {"id": "3", "uid": 0, "user": "root"}
+    assert records[8] == dict(dict.fromkeys(lib_users._PLACEMENT_KEYS), pid=8, argv=["x"],
+                              files=records[7]["files"])
 
 
 @pytest.mark.parametrize("data", [
@@ -417,28 +436,29 @@ def test_fx_find_marker_finds_what_find_finds(data):
 
 
 @pytest.mark.parametrize("count", [0, 1, 20, 250])
-def test_fx_json_document_in_pieces_is_the_general_encoders(count):
-    """The CLI writes the JSON document in pieces, a few processes each; joined, they
-    are the document dumps_json writes, with the processes last and by PID."""
+def test_fx_json_document_lists_the_processes_last_by_pid(count):
+    """The JSON document holds every process, by PID whatever the scan's order, after
+    everything else, and ends with one newline."""
     how = lib_users.ScanOptions(details=True, services=True)
     base = lib_users.scan(os.path.join(TESTDATA, "svc-units"), how).findings
     findings = []
-    for i in range(count):  # more processes than one piece holds, in no order
+    for i in range(count):  # many processes, in no order
         f = base[i % len(base)]
         findings.append(lib_users.Finding(
             5000 - i, f.argv, f.files, lib_users.ProcessInfo(
                 **dict(f.process._asdict(), pid=5000 - i)) if f.process else None,
             f.placement))
     report = lib_users.build_report(lib_users.Scan(findings, count, 0))
-    pieces = list(lib_users.json_pieces(report))
-    doc = json.loads("".join(pieces))
+    text = lib_users.render_json(report)
+    doc = json.loads(text)
     assert [p["pid"] for p in doc["processes"]] == sorted(f.pid for f in findings)
-    per = lib_users._RECORDS_PER_PIECE
-    assert len(pieces) == (count + per - 1) // per + 1 if count else len(pieces) == 1
-    general = dict(doc, processes=[lib_users._process_doc(f) for f in
-                                   sorted(findings, key=lambda f: f.pid)])
-    assert "".join(pieces) == lib_users.dumps_json(general) + "\n"
-    assert lib_users.render_json(report) == "".join(pieces)
+    assert list(doc)[-1] == "processes"
+    assert text.endswith("}\n") and not text.endswith("\n\n")
+    by_pid = {f.pid: f for f in findings}
+    for record in doc["processes"]:
+        assert record["argv"] == by_pid[record["pid"]].argv
+        assert [f["path"] for f in record["files"]] == sorted(by_pid[record["pid"]].files)
+    assert sorted(pid for g in doc["groups"] for pid in g["pids"]) == sorted(by_pid)
 
 
 # ---- detection: false positives ---------------------------------------------------------
@@ -657,6 +677,21 @@ def test_fx_json_output():
     ]
 
 
+def test_fx_json_example_in_readme_is_laid_out_and_named_as_the_output():
+    """README's --json example has the document's members, in its order and layout."""
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as readme:
+        text = readme.read()
+    example = text.split("```json\n", 1)[1].split("```", 1)[0]
+    shown = json.loads(example)
+    assert json.dumps(shown, indent=2) + "\n" == example
+    real = json.loads(_fx_run("proc-basic", "--json").stdout)
+    assert list(shown) == list(real)
+    assert list(shown["groups"][0]) == list(real["groups"][0])
+    assert list(shown["reboot"]) == list(real["reboot"])
+    assert list(shown["processes"][0]) == list(real["processes"][0])
+    assert list(shown["processes"][0]["files"][0]) == list(real["processes"][0]["files"][0])
+
+
 def test_fx_json_process_details():
     """--json also describes each reported process; the replaced binary, named by the
     exe link, is an executable, the rest libraries."""
@@ -809,10 +844,18 @@ def test_fx_hostile_json_is_valid_ascii_and_keeps_the_text():
     assert files[3001] == ["/opt/evil/\x1b]0;owned\x07lib.so", "/opt/evil/new\nline.so"]
     assert argv[3003] == ["/bin/sh", "-c", "C:\\temp\\x1b", "tab\there"]
     assert files[3003] == ["/opt/evil/a,b;c.so"]
-    # ...and a byte that is not UTF-8 is the text \xNN
-    assert argv[3002] == ["/opt/evil/\u202etxt.exe", "caf\\xe9", "\u009b31m", "del\x7f"]
-    assert files[3002] == ["/opt/evil/caf\\xe9.so", "/opt/evil/\u009bcsi.so",
-                           "/opt/evil/\u202eos.so"]
+    assert argv[3002] == ["/opt/evil/\u202etxt.exe", os.fsdecode(b"caf\xe9"), "\u009b31m",
+                          "del\x7f"]
+    # ...also the bytes that are not UTF-8 (\udcXX, as os.fsdecode holds them)...
+    assert [os.fsencode(a) for a in argv[3002][1:]] == [b"caf\xe9", b"\xc2\x9b31m",
+                                                         b"del\x7f"]
+    assert [os.fsencode(f) for f in files[3002]] == [
+        b"/opt/evil/caf\xe9.so", b"/opt/evil/\xc2\x9bcsi.so", b"/opt/evil/\xe2\x80\xaeos.so"]
+    # ...which a name that really holds a backslash cannot be taken for.
+    assert os.fsencode(argv[3003][2]) == b"C:\\temp\\x1b"
+    text = result.stdout.decode("ascii")
+    assert '"caf\\udce9"' in text and '"del\\u007f"' in text
+    assert '"C:\\\\temp\\\\x1b"' in text
 
 
 def test_fx_bundled_flags_and_abbreviated_options():

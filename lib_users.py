@@ -20,83 +20,6 @@ __version__ = "1.0.0"
 
 PROC = "/proc"
 
-# ---- procfs access ---------------------------------------------------------------------
-
-_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-# O_NONBLOCK: opening a named pipe in a --proc tree must not wait for a writer.
-_O_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-_CHUNK = 65536
-_DELETED = b" (deleted)"
-_DELETED_PREFIX = b"(deleted)/"  # how old OpenVZ kernels marked a deleted name
-_O_PATH = getattr(os, "O_PATH", 0o10000000)  # among the fdinfo flags of an O_PATH descriptor
-
-
-class NoSuchProcess(LookupError):
-    """The process does not exist (any more)."""
-
-
-class AccessDenied(PermissionError):
-    """The process exists but its files may not be read by this user."""
-
-
-class _Record:
-    """A record whose fields never change once it is made, set by position or keyword
-    and equal by value. `_fields` names them (they are its __slots__); `_defaults` holds
-    the defaults of the last ones.
-
-    Speed: collections.namedtuple does the same, but importing collections and making
-    thirteen classes costs 2.5 ms of start-up, 7% of a scan of 1000 small processes.
-    """
-
-    __slots__ = _fields = ()
-    _defaults = ()
-
-    def __init__(self, *args, **kwargs):
-        fields = self._fields
-        if kwargs or len(args) != len(fields):
-            given = dict(zip(fields, args), **kwargs)
-            first_default = len(fields) - len(self._defaults)
-            args = [given.pop(name) if name in given
-                    else self._defaults[i - first_default] if i >= first_default
-                    else _missing(self, name) for i, name in enumerate(fields)]
-            if given or len(args) > len(fields):
-                raise TypeError("%s has no field %s" % (type(self).__name__,
-                                                         ", ".join(given) or "more"))
-        for name, value in zip(fields, args):
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name, value):
-        raise AttributeError("%s cannot be changed: use _replace()" % type(self).__name__)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and all(
-            getattr(self, name) == getattr(other, name) for name in self._fields)
-
-    def __hash__(self):
-        return hash(tuple(getattr(self, name) for name in self._fields))
-
-    def __repr__(self):
-        return "%s(%s)" % (type(self).__name__, ", ".join(
-            "%s=%r" % (name, getattr(self, name)) for name in self._fields))
-
-    def _asdict(self):
-        return {name: getattr(self, name) for name in self._fields}
-
-    def _replace(self, **changes):
-        return type(self)(**dict(self._asdict(), **changes))
-
-
-def _missing(record, name):
-    raise TypeError("%s needs %s" % (type(record).__name__, name))
-
-
-class Mapping(_Record):
-    """One line of /proc/PID/maps. `path` is decoded and has the deleted marker removed."""
-
-    __slots__ = _fields = ("start", "end", "perms", "offset", "dev", "inode", "path",
-                           "deleted")
-
-
 # ---- bounded time ----------------------------------------------------------------------
 # A process can hold up every reader of its files: when one of its threads faults on a
 # mapping of a FUSE (or hung NFS) file that never answers, the kernel holds its mmap
@@ -104,7 +27,9 @@ class Mapping(_Record):
 # only, so neither a signal nor Ctrl-C ends the wait). So /proc is read in a worker
 # thread that says which item it is on; the calling thread watches it. When one item
 # takes longer than the budget, that worker is abandoned where it waits, and a new one
-# goes on from the next item. Watching costs the scan nothing per process.
+# goes on from the next item. Watching costs the scan nothing per process. (A thread
+# left on a FUSE request that its server read and never answers cannot even be killed,
+# which is why the command scans in a child process: see _in_a_child.)
 
 DEFAULT_TIMEOUT = 2.0  # seconds a process may take to answer
 SCAN_BUDGETS = 15  # the whole scan ends within this many timeouts (30 s by default)
@@ -197,6 +122,83 @@ def _answer_within(timeout, call, *args):
     if error is not None:
         raise error
     return value
+
+
+# ---- procfs access ---------------------------------------------------------------------
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# O_NONBLOCK: opening a named pipe in a --proc tree must not wait for a writer.
+_O_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+_CHUNK = 65536
+_DELETED = b" (deleted)"
+_DELETED_PREFIX = b"(deleted)/"  # how old OpenVZ kernels marked a deleted name
+_O_PATH = getattr(os, "O_PATH", 0o10000000)  # among the fdinfo flags of an O_PATH descriptor
+
+
+class NoSuchProcess(LookupError):
+    """The process does not exist (any more)."""
+
+
+class AccessDenied(PermissionError):
+    """The process exists but its files may not be read by this user."""
+
+
+class _Record:
+    """A record whose fields never change once it is made, set by position or keyword
+    and equal by value. `_fields` names them (they are its __slots__); `_defaults` holds
+    the defaults of the last ones.
+
+    Speed: collections.namedtuple does the same, but importing collections and making
+    thirteen classes costs 2.5 ms of start-up, 7% of a scan of 1000 small processes.
+    """
+
+    __slots__ = _fields = ()
+    _defaults = ()
+
+    def __init__(self, *args, **kwargs):
+        fields = self._fields
+        if kwargs or len(args) != len(fields):
+            given = dict(zip(fields, args), **kwargs)
+            first_default = len(fields) - len(self._defaults)
+            args = [given.pop(name) if name in given
+                    else self._defaults[i - first_default] if i >= first_default
+                    else _missing(self, name) for i, name in enumerate(fields)]
+            if given or len(args) > len(fields):
+                raise TypeError("%s has no field %s" % (type(self).__name__,
+                                                         ", ".join(given) or "more"))
+        for name, value in zip(fields, args):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("%s cannot be changed: use _replace()" % type(self).__name__)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and all(
+            getattr(self, name) == getattr(other, name) for name in self._fields)
+
+    def __hash__(self):
+        return hash(tuple(getattr(self, name) for name in self._fields))
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__, ", ".join(
+            "%s=%r" % (name, getattr(self, name)) for name in self._fields))
+
+    def _asdict(self):
+        return {name: getattr(self, name) for name in self._fields}
+
+    def _replace(self, **changes):
+        return type(self)(**dict(self._asdict(), **changes))
+
+
+def _missing(record, name):
+    raise TypeError("%s needs %s" % (type(record).__name__, name))
+
+
+class Mapping(_Record):
+    """One line of /proc/PID/maps. `path` is decoded and has the deleted marker removed."""
+
+    __slots__ = _fields = ("start", "end", "perms", "offset", "dev", "inode", "path",
+                           "deleted")
 
 
 # Every read is bounded, so that no process can make lib_users hold more than this, what

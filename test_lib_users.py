@@ -1508,25 +1508,6 @@ def _live_json_process(stdout, pid):
 # ---- deleted mappings ------------------------------------------------------------------
 
 
-_FX_CHILD = r"""
-import mmap, os, sys
-path = sys.argv[1]
-with open(path, "wb") as f:
-    f.write(b"\0" * 4096)
-with open(path, "rb") as f:
-    kept = mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ)
-os.unlink(path)
-# Later mappings get lower addresses, so maps lists them first: they push the deleted
-# file's line far past the first page of maps, as many libraries do in a real program.
-# Alternating protections keep the kernel from merging them.
-pad = [mmap.mmap(-1, 4096, flags=mmap.MAP_PRIVATE,
-                 prot=mmap.PROT_READ | (mmap.PROT_WRITE if i % 2 else 0))
-       for i in range(400)]
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
 def _live_machine_line(stdout, pid):
     """The -m line (PIDS;FILES;ARGV) whose PIDs hold `pid`, split in three, or None."""
     for line in _live_text_lines(stdout):
@@ -1534,30 +1515,6 @@ def _live_machine_line(stdout, pid):
         if len(fields) == 3 and str(pid) in fields[0].split(","):
             return fields
     return None
-
-
-def test_fx_real_process_deleted_mapping_past_the_first_page(tmp_path):
-    """A read() of /proc/PID/maps returns about one page, not the whole file: a deleted
-    library listed after the first 4 KiB of maps must still be found. The tree given to
-    --proc holds only a link to the child's /proc/PID."""
-    lib = str(tmp_path / "libupgraded.so.1")
-    child = subprocess.Popen([sys.executable, "-c", _FX_CHILD, lib],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert child.stdout.readline() == b"ready\n"
-        with open("/proc/%d/maps" % child.pid, "rb") as maps:
-            data = maps.read()
-        assert data.find(b"libupgraded.so.1 (deleted)") > 8192  # the case under test
-        proc = tmp_path / "proc"
-        proc.mkdir()
-        os.symlink("/proc/%d" % child.pid, str(proc / str(child.pid)))
-        out = _fx_ok(str(proc), "-s")
-    finally:
-        child.stdin.close()
-        child.wait(timeout=30)
-    assert out, "a deleted mapping listed after the first page of maps was missed"
-    assert out.startswith("%d " % child.pid)
-    assert out.endswith(" uses %s\n" % lib)
 
 
 def test_live_deleted_library_is_reported(_live_libz, _live_tmp, _live_spawn):
@@ -1609,6 +1566,16 @@ def test_live_deleted_library_after_long_maps_is_reported(_live_libz, _live_tmp,
     line = _live_line_for(result.stdout, child.pid)
     assert line is not None, "child %d not reported" % child.pid
     assert line.endswith(" uses %s" % copy)
+
+    # The same through --proc, a tree that holds only a link to the child's /proc/PID.
+    proc = os.path.join(_live_tmp, "proc")
+    os.mkdir(proc)
+    os.symlink("/proc/%d" % child.pid, os.path.join(proc, str(child.pid)))
+    result = _live_run("--proc", proc, "-s")
+    assert (result.returncode, result.stderr) == (0, b""), result
+    out = result.stdout.decode()
+    assert out.startswith("%d " % child.pid) and out.endswith(" uses %s\n" % copy), out
+    assert out.count("\n") == 1, out
 
 
 def test_live_deleted_library_with_newline_in_name_is_reported(_live_libz, _live_tmp,
@@ -1715,19 +1682,6 @@ def _svc_load_copy(children, tmp):
 
 
 @_SVC_LIVE
-def test_svc_live_library_replaced(_svc_children, _svc_tmp):
-    child, lib = _svc_load_copy(_svc_children, _svc_tmp)
-    assert _svc_json("-p", str(child.pid))["processes"] == []
-    shutil.copyfile(lib, lib + ".new")
-    os.rename(lib + ".new", lib)  # how a package manager installs the new version
-    files = _svc_files(child.pid)
-    assert files[lib]["kind"] == "library"
-    assert files[lib]["replaced"] is True
-    text = _svc_run("-s", "-p", str(child.pid)).stdout
-    assert text.endswith(" uses %s\n" % lib)
-
-
-@_SVC_LIVE
 def test_svc_live_library_removed(_svc_children, _svc_tmp):
     child, lib = _svc_load_copy(_svc_children, _svc_tmp)
     os.unlink(lib)
@@ -1740,6 +1694,8 @@ def test_live_library_replaced_by_rename_is_reported(_live_libz, _live_tmp, _liv
     # What a package manager does: write the new file next to the old, rename it over.
     copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
     child = _live_spawn(_live_child_argv("lib", copy))
+    result = _live_run("--json", "-p", str(child.pid))
+    assert _live_json_process(result.stdout, child.pid) is None  # nothing to report yet
     new = _live_copy(_live_libz, copy + ".dpkg-new")
     os.rename(new, copy)
     assert _live_maps_line(child.pid, _live_maps_name(copy, True)) is not None
@@ -1753,7 +1709,8 @@ def test_live_library_replaced_by_rename_is_reported(_live_libz, _live_tmp, _liv
     result = _live_run("--json", "-p", str(child.pid))
     process = _live_json_process(result.stdout, child.pid)
     assert process is not None
-    assert [(f["path"], f["replaced"]) for f in process["files"]] == [(copy, True)]
+    assert [(f["path"], f["kind"], f["replaced"]) for f in process["files"]] == [
+        (copy, "library", True)]
 
 
 # ---- chroots and mount namespaces ------------------------------------------------------
@@ -2823,13 +2780,6 @@ def test_fx_missing_proc_dir_exits_1(tmp_path):
     assert result.stderr.startswith(b"lib_users: ")
     assert b"no-such-dir" in result.stderr and b"Traceback" not in result.stderr
     assert result.stderr.count(b"\n") == 1
-
-
-def test_fx_empty_proc_dir_exits_1(tmp_path):
-    result = _fx_run(str(tmp_path))
-    assert result.returncode == 1
-    assert result.stdout == b""
-    assert result.stderr.startswith(b"lib_users: ") and result.stderr.count(b"\n") == 1
 
 
 def test_fx_version():
@@ -6005,20 +5955,13 @@ def test_live_unprivileged_scan_warns_and_reports_own_process(
     result = _live_run("-v", "-s", python=_live_nobody_python, script=script,
                        cwd=_live_tmp, **_live_nobody_kwargs())
     assert result.returncode == 0
+    assert _rb_stderr_problem(result.stderr, 0) is None, result
     stderr = _live_stderr_lines(result.stderr)
     assert len(stderr) == 1, stderr
     assert stderr[0].startswith("lib_users: ") and "could not be read" in stderr[0]
     assert "root" in stderr[0]
     assert _live_line_for(result.stdout, child.pid) == '%d "%s" uses %s' % (
         child.pid, _live_argv_text(argv), copy)
-
-
-def test_rb_unprivileged_scan_warns(_rb_nobody):
-    result = _rb_run([], cmd=_rb_as_nobody(*_rb_nobody), cwd="/")
-    assert result.returncode == 0, result
-    assert _rb_stderr_problem(result.stderr, 0) is None, result
-    warnings = _rb_warnings(result)
-    assert len(warnings) == 1 and "could not be read" in warnings[0], result
 
 
 @pytest.mark.parametrize("hidepid", ["invisible", "noaccess", "ptraceable"])
@@ -6119,29 +6062,6 @@ def _rb_many_groups(tmp_path_factory):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_live_closed_pipe_is_quiet(_live_stale_children):
-    # `lib_users -v | head -0`: the reader is gone before anything is written.
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    try:
-        result = _live_run("-v", *_live_stale_children, stdout=write_end)
-    finally:
-        os.close(write_end)
-    assert result.returncode == 0
-    assert _live_stderr_lines(result.stderr) == []
-
-
-def test_live_full_disk_is_one_line_error(_live_stale_children):
-    with open("/dev/full", "wb") as full:
-        result = _live_run("-v", *_live_stale_children, stdout=full)
-    assert result.returncode == 1
-    assert b"Traceback" not in result.stderr
-    stderr = _live_stderr_lines(result.stderr)
-    assert len(stderr) == 1, stderr
-    assert stderr[0].startswith("lib_users: ")
-    assert os.strerror(errno.ENOSPC) in stderr[0]
-
-
 def test_live_closed_stdout_is_not_a_traceback(_live_stale_children):
     # `lib_users -v >&-`: Python starts with no sys.stdout at all.
     def close_stdout():
@@ -6179,6 +6099,8 @@ def test_rb_closed_pipe_is_quiet(args):
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (expected.returncode, b""), result
+    if not args or args[0] in ("-s", "-m", "--json", "-S", "-v"):
+        assert expected.returncode == 0, expected  # findings are no error
 
 
 @pytest.mark.parametrize("args", [[], ["-s"], ["-m"], ["--json"], ["-S", "-s"],

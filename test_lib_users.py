@@ -6569,3 +6569,116 @@ def test_cfg_snippets_are_read_in_name_order(tmp_path):
     assert (held["cron.service"], held["ssh.service"]) == ("main file", "from 10-a")
     assert "systemd-journald.service" in restart
 
+
+_FLEET_EXPORTERS = ("prometheus-node-exporter", "node_exporter")  # Debian's name, upstream's
+_FLEET_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})? (\S+)$")
+_FLEET_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _fleet_samples(text, prefix):
+    """The samples of a text exposition whose metric name starts with `prefix`:
+    {(name, sorted labels): value}. Label order and number format are the writer's own
+    (node_exporter sorts the labels and writes 1.7e+09), so both are normalised."""
+    samples = {}
+    for line in text.splitlines():
+        found = _FLEET_SAMPLE.match(line)
+        if found and found.group(1).startswith(prefix):
+            labels = tuple(sorted(_FLEET_LABEL.findall(found.group(2) or "")))
+            samples[(found.group(1), labels)] = float(found.group(3))
+    return samples
+
+
+def _fleet_readme_command():
+    """The README's cron line for --prometheus: the shell command after the user field."""
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as readme:
+        lines = [line for line in readme if "lib_users --prometheus >" in line]
+    assert len(lines) == 1, "README.md shows one way to write the textfile"
+    return lines[0].split(" root ", 1)[1].strip()
+
+
+def _fleet_scrape(url, exporter, deadline):
+    """The text at `url`, asked until it answers or `deadline` passes."""
+    import urllib.request
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.read().decode("utf-8")
+        except OSError:
+            if exporter.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _fleet_free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_fleet_node_exporter_serves_the_textfile(tmp_path):
+    binary = next(filter(None, map(shutil.which, _FLEET_EXPORTERS)), None)
+    if binary is None:
+        pytest.skip("needs prometheus-node-exporter (.ci/run installs it)")
+    textfiles = tmp_path / "node-exporter"
+    textfiles.mkdir()
+    # The README's command, as cron would run it, with lib_users on the svc-units tree
+    # (known values) and the collector's directory here.
+    command = _fleet_readme_command()
+    prom_dir = "/var/lib/prometheus/node-exporter"
+    assert command.startswith("lib_users --prometheus > %s/" % prom_dir)
+    command = command.replace(prom_dir, shlex.quote(str(textfiles))).replace(
+        "lib_users", "%s %s --no-config --proc %s" % (
+            shlex.quote(sys.executable), shlex.quote(_CLI_SCRIPT), shlex.quote(_CFG_UNITS)), 1)
+    subprocess.run(["sh", "-c", command], check=True, timeout=60)
+    assert os.listdir(str(textfiles)) == ["lib_users.prom"]  # the temp file was renamed
+    written = (textfiles / "lib_users.prom").read_text()
+    printed = _fleet_samples(written, "lib_users_")
+    assert printed[("lib_users_processes", ())] == 21
+    assert printed[("lib_users_services_to_restart", ())] == 5
+    assert printed[("lib_users_unit_processes",
+                    (("container", ""), ("unit", "ssh.service")))] == 1
+    assert printed[("lib_users_unit_processes",
+                    (("container", "nspawn:debian-test"),
+                     ("unit", "machine-debian\\\\x2dtest.scope")))] == 1
+    log = open(str(tmp_path / "node_exporter.log"), "wb")
+    for _attempt in range(3):  # the port found free may be taken before it binds
+        port = _fleet_free_port()
+        exporter = subprocess.Popen(
+            [binary, "--web.listen-address=127.0.0.1:%d" % port,
+             "--collector.disable-defaults", "--collector.textfile",
+             "--collector.textfile.directory=%s" % textfiles],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            metrics = _fleet_scrape("http://127.0.0.1:%d/metrics" % port, exporter,
+                                    time.monotonic() + 15)
+            break
+        except OSError:
+            if exporter.poll() is None:
+                raise
+        finally:
+            exporter.kill()  # by its PID: only the exporter this test started
+            exporter.wait()
+    else:
+        log.close()
+        pytest.fail("node_exporter did not start: %s" % (
+            (tmp_path / "node_exporter.log").read_text()[-2000:]))
+    log.close()
+    assert _fleet_samples(metrics, "lib_users_") == printed
+    assert _fleet_samples(metrics, "node_textfile_scrape_error") == {
+        ("node_textfile_scrape_error", ()): 0}
+    files = [dict(labels).get("file", "") for _name, labels in _fleet_samples(
+        metrics, "node_textfile_mtime_seconds")]
+    assert [os.path.basename(name) for name in files] == ["lib_users.prom"]
+
+
+def test_fleet_readme_alert_rules_use_metrics_lib_users_writes():
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as readme:
+        text = readme.read()
+    rules = text.split("\n    groups:\n", 1)[1].split("\n\n", 1)[0]
+    used = set(re.findall(r"\blib_users_\w+", rules))
+    assert {"lib_users_processes", "lib_users_reboot_required", "lib_users_scan_complete",
+            "lib_users_unanswered_processes"} <= used
+    report = lib_users.build_report(lib_users.Scan([], 1, 0))
+    written = set(_fleet_samples(lib_users.render_prometheus(report), "lib_users_"))
+    assert used <= {name for name, _labels in written}

@@ -1235,11 +1235,12 @@ def is_ignored(name, table=FALSE_POSITIVES):
     return None
 
 
-def ignore_table(patterns=(), literals=()):
-    """The built-in false-positive table plus one run's -i patterns and -I paths."""
+def ignore_table(patterns=(), literals=(), configured=()):
+    """The built-in false-positive table plus the config's entries (see read_config)
+    and one run's -i patterns and -I paths."""
     extra = tuple(("glob", p, "ignored by -i on the command line") for p in patterns)
     extra += tuple(("literal", p, "ignored by -I on the command line") for p in literals)
-    return FALSE_POSITIVES + extra
+    return FALSE_POSITIVES + tuple(configured) + extra
 
 
 def _find_marker(data, start=0, stop=None):
@@ -1884,9 +1885,11 @@ HELD_BACK = (
 )
 
 
-def held_back_reason(unit):
-    """Why `unit` must not be restarted blindly, or None if it is safe to restart."""
-    for pattern, reason in HELD_BACK:
+def held_back_reason(unit, configured=()):
+    """Why `unit` must not be restarted blindly, or None if it is safe to restart.
+    `configured` holds the config's (glob, reason) entries: they add to HELD_BACK, whose
+    advice stands where both match."""
+    for pattern, reason in HELD_BACK + tuple(configured):
         if glob_match(pattern, unit):
             return reason
     return None if unit.endswith(".service") else "not a service"
@@ -1938,9 +1941,10 @@ class RestartPlan(_Record):
     __slots__ = _fields = ("restart", "entries")
 
 
-def plan_restarts(findings, which=which):
+def plan_restarts(findings, which=which, held_back=()):
     """Sort findings into units and containers and say which units to restart.
-    `which` looks up commands on PATH (see container_advice)."""
+    `which` looks up commands on PATH (see container_advice); `held_back` holds the
+    config's units not to restart (see held_back_reason)."""
     found = {}
 
     def cached(command):  # each command looked up once, and only if asked for
@@ -1951,7 +1955,7 @@ def plan_restarts(findings, which=which):
     members, labels = {}, {}
     for finding in findings:
         place = finding.placement or Placement(None, None, None, None, None, None)
-        key, reason = _label_and_reason(place, cached)
+        key, reason = _label_and_reason(place, cached, held_back)
         if key not in members:
             members[key], labels[key] = [], (place, reason)
         members[key].append(finding)
@@ -1964,7 +1968,7 @@ def plan_restarts(findings, which=which):
     return RestartPlan([e.unit for e in entries if e.reason is None], entries)
 
 
-def _label_and_reason(place, which):
+def _label_and_reason(place, which, held_back=()):
     """The label of a Placement in the restart plan, and why it is held back (None:
     safe to restart)."""
     if place.container is not None:
@@ -1985,7 +1989,7 @@ def _label_and_reason(place, which):
     if place.session is not None:
         return place.unit, "a login session of %s: ask them to log out and in again" % (
             place.user or "uid %s" % place.uid)
-    return place.unit, held_back_reason(place.unit)
+    return place.unit, held_back_reason(place.unit, held_back)
 
 
 def _version_key(version):
@@ -2068,11 +2072,13 @@ class Report(_Record):
     __slots__ = _fields = ("groups", "scan", "fds", "freed", "plan", "reboot")
 
 
-def build_report(scan_result, fds=False, kernel_reasons=()):
+def build_report(scan_result, fds=False, kernel_reasons=(), held_back=()):
+    """The Report of a Scan; `held_back` as plan_restarts takes it."""
     findings = scan_result.findings
     return Report(group_by_argv(findings), scan_result, fds,
                   freed_bytes(u for f in findings for u in f.files.values()),
-                  plan_restarts(findings), reboot_hint(findings, kernel_reasons))
+                  plan_restarts(findings, held_back=held_back),
+                  reboot_hint(findings, kernel_reasons))
 
 
 # ---- rendering -------------------------------------------------------------------------
@@ -2358,6 +2364,86 @@ def render_prometheus(report, now=None):
     return "".join(out)
 
 
+# ---- config ----------------------------------------------------------------------------
+# What an admin always ignores, and the units they never want restarted blindly, each
+# with its reason, one entry a line:
+#     ignore-pattern /opt/app/jit-* -- code our app maps and unlinks
+#     ignore-literal /srv/cache/index.db -- replaced nightly by the indexer while mapped
+#     held-back postgresql@*.service -- the primary database: restart it in a window
+# KEYWORD VALUE -- REASON: the value is a path or glob (spaces allowed), so the reason
+# starts at the first " -- ". A hand-written reader, not configparser: importing that
+# costs 8.2 ms of start-up (python3 -X importtime, Python 3.11: it imports re), paid on
+# every run where a config exists, and an INI file would still need its own rule for
+# the value-and-reason pair.
+
+CONFIG = "/etc/lib_users.conf"  # and the snippets in /etc/lib_users.conf.d/*.conf
+# keyword: kind of entry ("glob" and "literal" as in FALSE_POSITIVES; "unit" a glob on
+# a unit name, as in HELD_BACK)
+_CONFIG_KEYWORDS = {"ignore-pattern": "glob", "ignore-literal": "literal",
+                    "held-back": "unit"}
+_REASON_MARK = " -- "
+
+
+class Config(_Record):
+    """What config files add: `ignores` entries for ignore_table, `held_back` (glob,
+    reason) entries for plan_restarts, and `problems`: one message for each line skipped
+    or file that could not be read."""
+
+    __slots__ = _fields = ("ignores", "held_back", "problems")
+    _defaults = ((), (), ())
+
+
+def parse_config(data, name):
+    """The Config of one file's bytes; `name` is the file its problems name."""
+    ignores, held_back, problems = [], [], []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        line = os.fsdecode(raw).strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, rest = (line.split(None, 1) + [""])[:2]
+        value, mark, reason = (" " + rest).partition(_REASON_MARK)
+        value, reason = value.strip(), reason.strip()
+        if keyword not in _CONFIG_KEYWORDS:
+            problems.append("%s:%d: unknown keyword %s (ignore-pattern, ignore-literal or "
+                            "held-back); line skipped" % (name, number, escape(keyword)))
+        elif not (value and mark and reason):
+            problems.append("%s:%d: %s needs a value and a reason (%s VALUE -- REASON); "
+                            "line skipped" % (name, number, keyword, keyword))
+        elif _CONFIG_KEYWORDS[keyword] == "unit":
+            held_back.append((value, reason))
+        else:
+            ignores.append((_CONFIG_KEYWORDS[keyword], value, reason))
+    return Config(tuple(ignores), tuple(held_back), tuple(problems))
+
+
+def read_config(path=CONFIG, required=False):
+    """The Config of `path` and of its snippets, `path`.d/*.conf in name order. A file or
+    directory that does not exist adds nothing; if `required`, a `path` that cannot be
+    read raises OSError."""
+    files = [path]
+    try:
+        files += sorted(os.path.join(path + ".d", entry) for entry in os.listdir(path + ".d")
+                        if entry.endswith(".conf"))
+    except OSError as err:
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR):
+            files.append(path + ".d")  # its reading fails below, and says why
+    ignores, held_back, problems = (), (), ()
+    for name in files:
+        try:
+            data = read_file(name)
+        except OSError as err:
+            if name == path and required:
+                raise
+            if err.errno != errno.ENOENT or name != path:
+                problems += ("%s: %s; not read" % (escape(name), err.strerror or err),)
+            continue
+        found = parse_config(data, escape(name))
+        ignores += found.ignores
+        held_back += found.held_back
+        problems += found.problems
+    return Config(ignores, held_back, problems)
+
+
 # ---- command line ----------------------------------------------------------------------
 
 # The one table of options: build_parser() makes the argparse parser from it, and the
@@ -2389,6 +2475,9 @@ OPTIONS = (
     (None, "--timeout", "timeout", "SECONDS",
      "skip a process that does not answer within SECONDS (default 2; 0: wait)"),
     (None, "--proc", "proc", "DIR", "read this procfs tree instead of /proc"),
+    (None, "--config", "config", "FILE",
+     "read FILE and FILE.d/*.conf instead of /etc/lib_users.conf and its snippets"),
+    (None, "--no-config", "no_config", None, "read no config file"),
     (None, "--version", "version", None, "print the version and exit"),
     ("-h", "--help", "help", None, "show this help and exit"),
 )
@@ -2474,6 +2563,8 @@ def parse_args(args):
     options.critical = _threshold(options.critical, "--critical")
     options.pids = parse_pids(options.pids) if options.pids else None
     options.timeout = _seconds(options.timeout)
+    if options.config is not None and options.no_config:
+        raise UsageError("--config and --no-config exclude each other")
     return options
 
 
@@ -2576,10 +2667,11 @@ def fatal(options, message):
 def run(options):
     """Scan and print as `options` say; returns the exit status."""
     pids, timeout = options.pids, options.timeout
+    config = _config(options)
     services = options.services or options.json or options.nagios or options.prometheus
     how = ScanOptions(fds=options.fds, details=options.json, services=services,
                       scripts=options.scripts and not options.fds,
-                      table=ignore_table(options.patterns, options.literals))
+                      table=ignore_table(options.patterns, options.literals, config.ignores))
     try:
         result = scan(options.proc, how, pids, timeout)
     except OSError as err:
@@ -2589,7 +2681,8 @@ def run(options):
         return fatal(options, "no processes found in %s; is procfs mounted there?"
                      % escape(options.proc))
     live = os.path.realpath(options.proc) == "/proc"
-    report = build_report(result, options.fds, kernel_reboot_reasons() if live else ())
+    report = build_report(result, options.fds, kernel_reboot_reasons() if live else (),
+                          config.held_back)
     status = 0
     if options.json:
         text = render_json(report)
@@ -2620,6 +2713,21 @@ def run(options):
             warn("%s could not be read%s" % (plural(unreadable, "process"), advice))
     write_output(text)
     return status
+
+
+def _config(options):
+    """The Config that `options` name (the machine's own, also with --proc), each of its
+    problems said on stderr; UsageError if a --config file cannot be read."""
+    if options.no_config:
+        return Config()
+    try:
+        config = read_config(options.config or CONFIG, required=options.config is not None)
+    except OSError as err:
+        raise UsageError("--config %s: %s" % (escape(options.config),
+                                              err.strerror or err)) from None
+    for problem in config.problems:
+        warn(problem)
+    return config
 
 
 def main(argv=None):

@@ -12,6 +12,7 @@
 - robustness: churn, vanishing processes, hostile trees, stalled processes and FUSE,
   restricted /proc, output that cannot be written, memory bounds;
 - documentation;
+- config and the fleet path: /etc/lib_users.conf, node_exporter scraping our metrics;
 - performance harness: the benchmark.
 
 Run with: python3 -m pytest
@@ -6354,6 +6355,293 @@ def test_doc_plain_run_does_not_import_argparse():
     out = subprocess.run([sys.executable, "-c", code], cwd=HERE, stdout=subprocess.PIPE,
                          universal_newlines=True, check=True).stdout
     assert out == "False\nTrue\n"
+
+
+# ==== config and the fleet path ========================================================
+# The config (/etc/lib_users.conf and its snippets) read from fixture files in tmp_path,
+# never the machine's own: every run names --config or --no-config. Then the path a
+# fleet takes: --prometheus output through a real node_exporter's textfile collector.
+
+
+def _cfg_cli(*args):
+    """Run lib_users as a user would; (status, stdout, stderr) as text."""
+    done = subprocess.run([sys.executable, _CLI_SCRIPT] + list(args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
+def _cfg_file(path, *lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+_CFG_BASIC = os.path.join(TESTDATA, "proc-basic")
+_CFG_UNITS = os.path.join(TESTDATA, "svc-units")
+_CFG_LIB = "/usr/lib/x86_64-linux-gnu/"
+
+
+def _cfg_uses(out):
+    """-s output: {first PID: [the files it uses]}."""
+    return {line.split()[0]: line.rpartition(" uses ")[2].split(",")
+            for line in out.splitlines()}
+
+
+def _cfg_held(out):
+    """-S output: the systemctl restart line's units and {label: reason} of the rest."""
+    restart = [line.split()[2:] for line in out.splitlines() if line.startswith("systemctl ")]
+    held = dict(line[2:].split(": ", 1) for line in out.splitlines() if line.startswith("# "))
+    return (restart[0] if restart else []), held
+
+
+def test_cfg_ignore_pattern_and_literal(tmp_path):
+    config = _cfg_file(tmp_path / "lib_users.conf",
+                       "# what this fleet always ignores",
+                       "",
+                       "ignore-pattern %slibcrypto.so* -- our own build, replaced on purpose"
+                       % _CFG_LIB,
+                       "   ignore-literal\t/usr/sbin/cron   --   cron is rebuilt nightly  ")
+    status, out, err = _cfg_cli("--proc", _CFG_BASIC, "-s", "--config", config)
+    assert (status, err) == (0, "")
+    assert _cfg_uses(out) == {"612": [_CFG_LIB + "libc.so.6"],
+                              "845": [_CFG_LIB + "libssl.so.3"],
+                              "1502": [_CFG_LIB + "libzstd.so.1.5.4"]}
+    # The same names ignored by -i and -I: the config is the command line made permanent.
+    assert _cfg_cli("--proc", _CFG_BASIC, "-s", "--no-config", "-i", _CFG_LIB + "libcrypto.so*",
+                    "-I", "/usr/sbin/cron")[1] == out
+
+
+def test_cfg_ignore_literal_with_spaces_and_a_glob_only_as_a_pattern(tmp_path):
+    found = lib_users.parse_config(
+        b"ignore-literal /drm mm object -- a GPU buffer\n"
+        b"ignore-literal /opt/app/jit-* -- a literal star\n", "x.conf")
+    table = lib_users.ignore_table(configured=found.ignores)
+    assert lib_users.is_ignored("/drm mm object", table)
+    assert lib_users.is_ignored("/opt/app/jit-*", table) == "a literal star"
+    assert lib_users.is_ignored("/opt/app/jit-1", table) is None
+
+
+def test_cfg_held_back_units_show_their_reason_in_S(tmp_path):
+    config = _cfg_file(tmp_path / "lib_users.conf",
+                       "held-back ssh.service -- the only way in: restart it from the console",
+                       "held-back openvpn@*.service -- VPN tunnels: restart in the window",
+                       "held-back dbus.service -- ours")
+    status, out, err = _cfg_cli("--proc", _CFG_UNITS, "-S", "--config", config)
+    assert (status, err) == (0, "")
+    restart, held = _cfg_held(out)
+    assert restart == ["cron.service", "systemd-journald.service", "systemd-timesyncd.service"]
+    assert held["ssh.service"] == "the only way in: restart it from the console"
+    assert held["openvpn@office.service"] == "VPN tunnels: restart in the window"
+    assert "message bus" in held["dbus.service"]  # the built-in advice stands
+    # Every format counts what to restart from the same plan.
+    prom = _cfg_cli("--proc", _CFG_UNITS, "--prometheus", "--config", config)[1]
+    assert "\nlib_users_services_to_restart 3\n" in prom
+    plain = _cfg_held(_cfg_cli("--proc", _CFG_UNITS, "-S", "--no-config")[1])[0]
+    assert plain == sorted(restart + ["openvpn@office.service", "ssh.service"])
+
+
+def test_cfg_malformed_lines_are_named_and_skipped(tmp_path):
+    config = _cfg_file(tmp_path / "lib_users.conf",
+                       "ignore-pattern %slibcrypto.so* -- fine" % _CFG_LIB,
+                       "ignore-patern /usr/sbin/cron -- a typo",
+                       "held-back ssh.service",
+                       "held-back -- no unit",
+                       "held-back ssh.service --",
+                       "held-back ssh.service --no space",
+                       "-- only a reason",
+                       "held-back cron.service -- still read after the bad lines")
+    status, out, err = _cfg_cli("--proc", _CFG_UNITS, "-S", "--config", config)
+    assert status == 0
+    lines = err.splitlines()
+    assert [line.split(": ", 2)[1] for line in lines] == [
+        "%s:%d" % (config, n) for n in (2, 3, 4, 5, 6, 7)]
+    assert all(line.startswith("lib_users: ") and line.endswith("; line skipped")
+               for line in lines)
+    assert "unknown keyword ignore-patern" in lines[0]
+    assert "held-back needs a value and a reason (held-back VALUE -- REASON)" in lines[1]
+    restart, held = _cfg_held(out)
+    assert "ssh.service" in restart  # its broken lines held nothing back
+    assert held["cron.service"] == "still read after the bad lines"
+    # With --nagios too the problems go to stderr and the status is the scan's.
+    status, out, err = _cfg_cli("--proc", _CFG_UNITS, "--nagios", "-w", "100", "--config",
+                                config)
+    assert (status, len(err.splitlines())) == (0, 6) and out.startswith("LIB_USERS OK")
+
+
+def test_cfg_undecodable_and_control_characters_are_escaped(tmp_path):
+    path = tmp_path / "lib_users.conf"
+    path.write_bytes(b"bad\x1b[2J\xff x -- y\n")
+    status, _out, err = _cfg_cli("--proc", _CFG_BASIC, "--config", str(path))
+    assert status == 0
+    assert err == "lib_users: %s:1: unknown keyword bad\\x1b[2J\\xff (ignore-pattern, " \
+        "ignore-literal or held-back); line skipped\n" % path
+
+
+def test_cfg_missing_config_file_is_a_usage_error(tmp_path):
+    missing = str(tmp_path / "nowhere.conf")
+    status, out, err = _cfg_cli("--proc", _CFG_BASIC, "--config", missing)
+    assert (status, out) == (2, "")
+    assert err == ("lib_users: --config %s: No such file or directory (see lib_users "
+                   "--help)\n" % missing)
+    status, out, _err = _cfg_cli("--proc", _CFG_BASIC, "--config", str(tmp_path))
+    assert status == 2 and "Is a directory" in _err
+    assert _cfg_cli("--config", missing, "--no-config")[0] == 2
+    assert _cfg_cli("--nagios", "--config", missing)[:2] == (
+        3, "LIB_USERS UNKNOWN - usage error: --config %s: No such file or directory\n"
+        % missing)
+
+
+def test_cfg_no_config_reads_nothing(tmp_path):
+    config = _cfg_file(tmp_path / "lib_users.conf", "held-back *.service -- all of them")
+    options = lib_users.parse_args(["--no-config"])
+    assert options.no_config and lib_users._config(options) == lib_users.Config()
+    assert lib_users._config(lib_users.parse_args(["--config", config])).held_back == (
+        ("*.service", "all of them"),)
+    # Without either option the machine's own file is the one read, also with --proc.
+    assert lib_users.parse_args(["--proc", _CFG_BASIC]).config is None
+    assert lib_users.CONFIG == "/etc/lib_users.conf"
+
+
+def test_cfg_a_missing_default_file_is_no_error(tmp_path):
+    assert lib_users.read_config(str(tmp_path / "lib_users.conf")) == lib_users.Config()
+    # the snippets are read without the file
+    (tmp_path / "lib_users.conf.d").mkdir()
+    _cfg_file(tmp_path / "lib_users.conf.d" / "a.conf", "held-back x.service -- x")
+    assert lib_users.read_config(str(tmp_path / "lib_users.conf")).held_back == (
+        ("x.service", "x"),)
+
+
+def test_cfg_snippets_are_read_in_name_order(tmp_path):
+    config = _cfg_file(tmp_path / "lib_users.conf", "held-back cron.service -- main file",
+                       "bad main")
+    snippets = tmp_path / "lib_users.conf.d"
+    snippets.mkdir()
+    _cfg_file(snippets / "20-b.conf", "held-back ssh.service -- from 20-b", "bad b")
+    _cfg_file(snippets / "10-a.conf", "held-back ssh.service -- from 10-a", "bad a")
+    _cfg_file(snippets / "30-c.conf.dpkg-old", "held-back *.service -- not a .conf")
+    (snippets / "40-d.conf").mkdir()  # not a file: named, and the rest still read
+    status, out, err = _cfg_cli("--proc", _CFG_UNITS, "-S", "--config", config)
+    assert status == 0
+    assert [line.split(": ", 2)[1] for line in err.splitlines()] == [
+        config + ":2", str(snippets / "10-a.conf") + ":2", str(snippets / "20-b.conf") + ":2",
+        str(snippets / "40-d.conf")]
+    assert err.splitlines()[-1].endswith(": Is a directory; not read")
+    restart, held = _cfg_held(out)
+    assert (held["cron.service"], held["ssh.service"]) == ("main file", "from 10-a")
+    assert "systemd-journald.service" in restart
+
+
+_FLEET_EXPORTERS = ("prometheus-node-exporter", "node_exporter")  # Debian's name, upstream's
+_FLEET_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})? (\S+)$")
+_FLEET_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _fleet_samples(text, prefix):
+    """The samples of a text exposition whose metric name starts with `prefix`:
+    {(name, sorted labels): value}. Label order and number format are the writer's own
+    (node_exporter sorts the labels and writes 1.7e+09), so both are normalised."""
+    samples = {}
+    for line in text.splitlines():
+        found = _FLEET_SAMPLE.match(line)
+        if found and found.group(1).startswith(prefix):
+            labels = tuple(sorted(_FLEET_LABEL.findall(found.group(2) or "")))
+            samples[(found.group(1), labels)] = float(found.group(3))
+    return samples
+
+
+def _fleet_readme_command():
+    """The README's cron line for --prometheus: the shell command after the user field."""
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as readme:
+        lines = [line for line in readme if "lib_users --prometheus >" in line]
+    assert len(lines) == 1, "README.md shows one way to write the textfile"
+    return lines[0].split(" root ", 1)[1].strip()
+
+
+def _fleet_scrape(url, exporter, deadline):
+    """The text at `url`, asked until it answers or `deadline` passes."""
+    import urllib.request
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.read().decode("utf-8")
+        except OSError:
+            if exporter.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _fleet_free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_fleet_node_exporter_serves_the_textfile(tmp_path):
+    binary = next(filter(None, map(shutil.which, _FLEET_EXPORTERS)), None)
+    if binary is None:
+        pytest.skip("needs prometheus-node-exporter (.ci/run installs it)")
+    textfiles = tmp_path / "node-exporter"
+    textfiles.mkdir()
+    # The README's command, as cron would run it, with lib_users on the svc-units tree
+    # (known values) and the collector's directory here.
+    command = _fleet_readme_command()
+    prom_dir = "/var/lib/prometheus/node-exporter"
+    assert command.startswith("lib_users --prometheus > %s/" % prom_dir)
+    command = command.replace(prom_dir, shlex.quote(str(textfiles))).replace(
+        "lib_users", "%s %s --no-config --proc %s" % (
+            shlex.quote(sys.executable), shlex.quote(_CLI_SCRIPT), shlex.quote(_CFG_UNITS)), 1)
+    subprocess.run(["sh", "-c", command], check=True, timeout=60)
+    assert os.listdir(str(textfiles)) == ["lib_users.prom"]  # the temp file was renamed
+    written = (textfiles / "lib_users.prom").read_text()
+    printed = _fleet_samples(written, "lib_users_")
+    assert printed[("lib_users_processes", ())] == 21
+    assert printed[("lib_users_services_to_restart", ())] == 5
+    assert printed[("lib_users_unit_processes",
+                    (("container", ""), ("unit", "ssh.service")))] == 1
+    assert printed[("lib_users_unit_processes",
+                    (("container", "nspawn:debian-test"),
+                     ("unit", "machine-debian\\\\x2dtest.scope")))] == 1
+    log = open(str(tmp_path / "node_exporter.log"), "wb")
+    for _attempt in range(3):  # the port found free may be taken before it binds
+        port = _fleet_free_port()
+        exporter = subprocess.Popen(
+            [binary, "--web.listen-address=127.0.0.1:%d" % port,
+             "--collector.disable-defaults", "--collector.textfile",
+             "--collector.textfile.directory=%s" % textfiles],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            metrics = _fleet_scrape("http://127.0.0.1:%d/metrics" % port, exporter,
+                                    time.monotonic() + 15)
+            break
+        except OSError:
+            if exporter.poll() is None:
+                raise
+        finally:
+            exporter.kill()  # by its PID: only the exporter this test started
+            exporter.wait()
+    else:
+        log.close()
+        pytest.fail("node_exporter did not start: %s" % (
+            (tmp_path / "node_exporter.log").read_text()[-2000:]))
+    log.close()
+    assert _fleet_samples(metrics, "lib_users_") == printed
+    assert _fleet_samples(metrics, "node_textfile_scrape_error") == {
+        ("node_textfile_scrape_error", ()): 0}
+    files = [dict(labels).get("file", "") for _name, labels in _fleet_samples(
+        metrics, "node_textfile_mtime_seconds")]
+    assert [os.path.basename(name) for name in files] == ["lib_users.prom"]
+
+
+def test_fleet_readme_alert_rules_use_metrics_lib_users_writes():
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as readme:
+        text = readme.read()
+    rules = text.split("\n    groups:\n", 1)[1].split("\n\n", 1)[0]
+    used = set(re.findall(r"\blib_users_\w+", rules))
+    assert {"lib_users_processes", "lib_users_reboot_required", "lib_users_scan_complete",
+            "lib_users_unanswered_processes"} <= used
+    report = lib_users.build_report(lib_users.Scan([], 1, 0))
+    written = set(_fleet_samples(lib_users.render_prometheus(report), "lib_users_"))
+    assert used <= {name for name, _labels in written}
 
 
 # ==== performance harness ===============================================================

@@ -335,7 +335,7 @@ class ProcDir:
         return self._files[name]
 
     def marked_maps(self):
-        """(first line, lines with the deleted marker) of maps (_marked_maps_lines)."""
+        """(first chunk, lines with the deleted marker) of maps (_marked_maps_lines)."""
         fd = os.open("maps", _O_FILE, dir_fd=self.fd)
         try:
             return _marked_maps_lines(fd)
@@ -378,18 +378,22 @@ class ProcDir:
         mount namespace (a container) as it sees them itself, to be looked up through
         its /proc/PID/root. Through that root too where its namespace cannot be read.
         Decided on the first lookup, for one readlink."""
+        prefix, dir_fd = self._where_shown()
+        return os.stat(prefix + path, dir_fd=dir_fd)
+
+    def _where_shown(self):
+        """(prefix, dir_fd) for os.stat of a shown path (see shown_stat): the reader's
+        root, or "root" in this directory."""
         if self._shown_in is None:
             reader = self.reader or reader_root(self.proc)
             mnt = self.readlink("ns/mnt")
-            self._shown_in = reader[1] if mnt is not None and mnt == reader[0] else "root"
-        if self._shown_in == "root":
-            return self.stat("root" + path)
-        return os.stat(self._shown_in + path)
+            self._shown_in = ((reader[1], None) if mnt is not None and mnt == reader[0]
+                              else ("root", self.fd))
+        return self._shown_in
 
     def shown_in_own_root(self):
         """Whether shown paths are looked up through the process's own root."""
-        self.shown_id("/")
-        return self._shown_in == "root"
+        return self._where_shown()[1] is not None
 
     def shown_id(self, path):
         """(major, minor, inode) of the file at a shown path, or None."""
@@ -1000,11 +1004,6 @@ def placement_of(cgroup, users=None):
     container = container_of(cgroup)
     return Placement(unit, user_unit, uid, user, session, container,
                      None if container is None else pod_of(cgroup))
-
-
-def namespaces(pdir):
-    """(mnt, pid) namespace identities of a process (link texts), None where unreadable."""
-    return tuple(pdir.readlink("ns/" + kind) for kind in ("mnt", "pid"))
 
 
 def own_namespaces(proc=PROC):

@@ -2209,10 +2209,13 @@ def render_json(report):
     doc["restart"] = report.plan.restart
     doc["reboot"] = report.reboot._asdict()
     doc["processes"] = processes
-    # ensure_ascii escapes C0, C1, every other non-ASCII character and the surrogates
-    # that stand for bytes that are not UTF-8 (\udcXX: os.fsencode gives the bytes
-    # back), but leaves DEL raw. Outside strings JSON has no DEL to confuse it with.
-    return json.dumps(doc, indent=2).replace("\x7f", "\\u007f") + "\n"
+    # One line, as json.dumps writes it by default (and with its C encoder: indented,
+    # it takes the pure-Python one, 8.5 ms instead of 1.7 ms for 375 processes);
+    # `python3 -m json.tool` or jq lay it out for reading. ensure_ascii escapes C0, C1,
+    # every other non-ASCII character and the surrogates that stand for bytes that are
+    # not UTF-8 (\udcXX: os.fsencode gives the bytes back), but leaves DEL raw.
+    # Outside strings JSON has no DEL to confuse it with.
+    return json.dumps(doc).replace("\x7f", "\\u007f") + "\n"
 
 
 _FILE_KEYS = ("path", "kind", "size", "replaced")

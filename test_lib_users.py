@@ -6663,7 +6663,7 @@ def test_benchmark_runs_on_a_tiny_population():
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=240)
     out = run.stdout.decode()
     assert run.returncode == 0, run.stderr.decode()[-2000:]
-    for row in ("floor", "lib_users", "lib_users --json", "lib_users -s"):
+    for row in ("floor", "lib_users", "lib_users --json", "lib_users -s", "lib_users -S"):
         assert any(line.startswith(row + " ") for line in out.splitlines()), out
     assert "deleted-library daemons: 2/2 PIDs listed" in out, out
     assert "peak memory: lib_users" in out, out

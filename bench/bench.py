@@ -3,8 +3,8 @@
 
 The floor is the least any tool of this kind must pay: the interpreter starting plus
 reading every /proc/PID/maps once.  This script builds a realistic population of
-processes, then times whole runs of lib_users (text, --json, -s and --scripts) and of the
-floor, alternating them so that machine drift cancels, and reports median wall times,
+processes, then times whole runs of lib_users (text, --json, -s, -S and --scripts) and of
+the floor, alternating them so that machine drift cancels, and reports median wall times,
 the ratio of each mode to the floor and lib_users's peak memory.  Where installed,
 `lsof -n` (filtered for DEL), `needrestart -b` and `checkrestart` are timed too.
 
@@ -651,6 +651,7 @@ def build_modes(args, python):
              Mode("lib_users", lu, "lib_users", mem),
              Mode("lib_users --json", lu + ["--json"], "lib_users", mem + ["--json"]),
              Mode("lib_users -s", lu + ["-s"], "lib_users", mem + ["-s"]),
+             Mode("lib_users -S", lu + ["-S"], "lib_users", mem + ["-S"]),
              # Every daemon here runs a script written after boot, so --scripts reads
              # each one's command line, stats its script and reads its start time.
              Mode("lib_users --scripts", lu + ["--scripts"], "lib_users",

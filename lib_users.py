@@ -1333,14 +1333,16 @@ def _strip_deleted(link):
 
 class FileUse:
     """A deleted file as a process uses it: kind (executable, library, mapping, fd or
-    script), size in bytes where known, key, the file's (major, minor, inode), and
-    replaced: whether a new file stands at its path (None where unknown)."""
+    script), size in bytes where known, key, the file's (major, minor, inode),
+    replaced: whether a new file stands at its path (None where unknown), and the
+    Package that owns the path now (None where unknown or not looked up)."""
 
-    __slots__ = ("path", "kind", "size", "key", "replaced")
+    __slots__ = ("path", "kind", "size", "key", "replaced", "package")
 
-    def __init__(self, path, kind, size, key, replaced):
+    def __init__(self, path, kind, size, key, replaced, package=None):
         self.path, self.kind, self.size, self.key, self.replaced = (
             path, kind, size, key, replaced)
+        self.package = package
 
     def __eq__(self, other):
         return isinstance(other, FileUse) and all(
@@ -2071,13 +2073,161 @@ class Report(_Record):
     __slots__ = _fields = ("groups", "scan", "fds", "freed", "plan", "reboot")
 
 
-def build_report(scan_result, fds=False, kernel_reasons=(), held_back=()):
-    """The Report of a Scan; `held_back` as plan_restarts takes it."""
+def build_report(scan_result, fds=False, kernel_reasons=(), held_back=(), packages=None):
+    """The Report of a Scan; `held_back` as plan_restarts takes it. With `packages` (a
+    PackageDb), each deleted file gets the package that owns its path now."""
     findings = scan_result.findings
+    if packages is not None:
+        attach_packages(findings, packages)
     return Report(group_by_argv(findings), scan_result, fds,
                   freed_bytes(u for f in findings for u in f.files.values()),
                   plan_restarts(findings, held_back=held_back),
                   reboot_hint(findings, kernel_reasons))
+
+
+# ---- packages --------------------------------------------------------------------------
+# Which installed package owns a path, from dpkg's database: /var/lib/dpkg/info/*.list
+# (one installed path a line, per package) and the versions in /var/lib/dpkg/status.
+# Nothing is read unless a format shows packages, and then only for the paths asked
+# for: each .list is searched as bytes for the whole line, and the search stops once
+# every path is found. Other package managers (RPM's database needs its own library
+# to read) answer None.
+
+DPKG_DIR = "var/lib/dpkg"  # under the root
+# Where no package installs files (the FHS, Debian Policy 9.1): a deleted file there is
+# nobody's, and looking it up would read every .list for nothing.
+_UNPACKAGED = ("/tmp/", "/var/tmp/", "/home/", "/root/", "/run/", "/dev/", "/proc/",
+               "/sys/", "/srv/", "/mnt/", "/media/")
+# /bin, /sbin and /lib are links to their /usr directories on a merged-/usr system,
+# where maps shows /usr/lib/... for a file that a package lists as /lib/...
+_MERGED_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+class Package(_Record):
+    """An installed package: its name, the version installed now, its architecture
+    ("" where the database does not say), and the init scripts it ships (the NAMEs of
+    its /etc/init.d/NAME)."""
+
+    __slots__ = _fields = ("name", "version", "arch", "init_scripts")
+
+
+class PackageDb:
+    """The package database of the system under `root`: owners() tells which package
+    owns each path. Answers are kept, so each path is looked up once."""
+
+    def __init__(self, root="/"):
+        self.root = root
+        self.info = os.path.join(root, DPKG_DIR, "info")
+        self._owners = {}  # path: Package or None
+        self._merged = [name for name in _MERGED_DIRS
+                        if _readlink(os.path.join(root, name)) in ("usr/" + name,
+                                                                    "/usr/" + name)]
+
+    def owner(self, path):
+        """The Package that owns `path`, or None."""
+        return self.owners([path])[path]
+
+    def owners(self, paths):
+        """{path: Package or None} for each of `paths`."""
+        wanted = [path for path in paths if path not in self._owners]
+        if wanted:
+            self._owners.update(dict.fromkeys(wanted))
+            wanted = [path for path in wanted if not path.startswith(_UNPACKAGED)]
+            if wanted:
+                self._look_up(wanted)
+        return {path: self._owners[path] for path in paths}
+
+    def _names(self, path):
+        """The lines a .list may have for `path`: itself, and on a merged-/usr system
+        its other name (/lib/x for /usr/lib/x and back)."""
+        names = [path]
+        for name in self._merged:
+            if path.startswith("/usr/%s/" % name):
+                names.append(path[4:])
+            elif path.startswith("/%s/" % name):
+                names.append("/usr" + path)
+        return names
+
+    def _look_up(self, paths):
+        needles = {}  # b"\nNAME\n": path
+        for path in paths:
+            for name in self._names(path):
+                needles[b"\n" + os.fsencode(name) + b"\n"] = path
+        try:
+            lists = sorted(entry for entry in os.listdir(self.info)
+                           if entry.endswith(".list"))
+        except OSError:
+            return  # no dpkg here
+        status = None
+        for entry in lists:
+            try:
+                data = b"\n" + read_file(os.path.join(self.info, entry))
+            except OSError:
+                continue
+            owned = {path for needle, path in needles.items() if needle in data}
+            if not owned:
+                continue
+            if status is None:
+                status = self._status()
+            name, _, arch = entry[: -len(".list")].partition(":")
+            package = Package(name, _version(status, name, arch), arch, _init_scripts(data))
+            for path in owned:
+                self._owners[path] = package
+            needles = {n: path for n, path in needles.items() if path not in owned}
+            if not needles:
+                break
+
+    def _status(self):
+        try:
+            return b"\n" + read_file(os.path.join(self.root, DPKG_DIR, "status"))
+        except OSError:
+            return b""
+
+
+def _version(status, name, arch):
+    """The Version of package `name` (of architecture `arch`, where given) in the bytes
+    of dpkg's status file (with a newline in front), or None."""
+    start = status.find(b"\nPackage: %s\n" % os.fsencode(name))
+    while start >= 0:
+        end = status.find(b"\n\n", start + 1)
+        stanza = status[start : end if end >= 0 else len(status)] + b"\n"
+        if not arch or b"\nArchitecture: %s\n" % os.fsencode(arch) in stanza:
+            at = stanza.find(b"\nVersion: ")
+            if at >= 0:
+                return os.fsdecode(stanza[at + 10 : stanza.find(b"\n", at + 1)])
+        start = status.find(b"\nPackage: %s\n" % os.fsencode(name), start + 1)
+    return None
+
+
+def attach_packages(findings, packages):
+    """Set each deleted file's `package` from `packages` (a PackageDb). A process in a
+    container uses its image's files, which the machine's database does not know."""
+    uses = [use for finding in findings
+            if finding.placement is None or finding.placement.container is None
+            for use in finding.files.values()]
+    owners = packages.owners(sorted({use.path for use in uses}))
+    for use in uses:
+        use.package = owners[use.path]
+
+
+def _init_scripts(data):
+    """The NAMEs of the /etc/init.d/NAME lines of a .list file's bytes (with a newline
+    in front)."""
+    names, at = [], data.find(b"\n/etc/init.d/")
+    while at >= 0:
+        end = data.find(b"\n", at + 1)
+        name = data[at + len(b"\n/etc/init.d/") : end if end >= 0 else len(data)]
+        if name and b"/" not in name:
+            names.append(os.fsdecode(name))
+        at = data.find(b"\n/etc/init.d/", at + 1)
+    return tuple(names)
+
+
+def _readlink(path):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
 
 
 # ---- rendering -------------------------------------------------------------------------
@@ -2157,10 +2307,18 @@ def render_text(report, verbose=False, showlibs=False):
 
 def _file_label(use, with_size):
     """A file in a -s list: commas and semicolons in its name escaped, so that the
-    list splits cleanly; with --fds its size."""
-    if with_size and use.size is not None:
-        return "%s (%s)" % (_escape_field(use.path), human_size(use.size))
-    return _escape_field(use.path)
+    list splits cleanly; with --fds its size, and its package where looked up."""
+    notes = [human_size(use.size)] if with_size and use.size is not None else []
+    if use.package is not None:
+        notes.append(_package_label(use.package))
+    label = _escape_field(use.path)
+    return "%s (%s)" % (label, ", ".join(notes)) if notes else label
+
+
+def _package_label(package):
+    """A package as text shows it: NAME VERSION, escaped, with commas and semicolons
+    as in file names."""
+    return _escape_field("%s %s" % (package.name, package.version or "?"))
 
 
 def _escape_field(text):
@@ -2221,11 +2379,16 @@ def render_json(report):
 _FILE_KEYS = ("path", "kind", "size", "replaced")
 
 
+def _package_doc(package):
+    return None if package is None else {"name": package.name, "version": package.version}
+
+
 def _process_doc(finding):
     doc = finding.process._asdict() if finding.process is not None else {
         "pid": finding.pid, "argv": finding.argv}
     doc.update(_placement_doc(finding.placement))
-    doc["files"] = [{key: getattr(use, key) for key in _FILE_KEYS}
+    doc["files"] = [dict({key: getattr(use, key) for key in _FILE_KEYS},
+                         package=_package_doc(use.package))
                     for _path, use in sorted(finding.files.items())]
     return doc
 
@@ -2260,6 +2423,11 @@ def render_services(report, verbose=False, showlibs=False):
             if showlibs:
                 line += " uses " + ",".join(_file_label(group.uses[p], report.fds)
                                             for p in group.files)
+            else:
+                packages = sorted({group.uses[p].package for p in group.files} - {None},
+                                  key=lambda package: package.name)
+                if packages:
+                    line += " (%s)" % ", ".join(_package_label(p) for p in packages)
             lines.append(line + "\n")
     if report.plan.restart:
         lines.append("\nsystemctl restart %s\n" % " ".join(
@@ -2347,6 +2515,15 @@ def render_prometheus(report, now=None):
     gauge("lib_users_unit_processes",
           "Processes that use deleted files, by systemd unit and container.",
           [((("unit", u), ("container", c)), n) for (u, c), n in sorted(by_unit.items())])
+    by_package = {}
+    for finding in findings:
+        for package in {use.package for use in finding.files.values()} - {None}:
+            key = (package.name, package.version or "")
+            by_package[key] = by_package.get(key, 0) + 1
+    gauge("lib_users_package_processes",
+          "Processes that use deleted files of a package, by its installed version.",
+          [((("package", n), ("version", v)), count)
+           for (n, v), count in sorted(by_package.items())])
     gauge("lib_users_services_to_restart", "System services that should be restarted.",
           [((), len(report.plan.restart))])
     gauge("lib_users_reboot_required", "1 when the machine needs a reboot.",
@@ -2464,6 +2641,9 @@ OPTIONS = (
      "also report interpreters whose script was deleted or changed since they started"),
     ("-S", "--services", "services", None,
      "group by systemd unit and container, and say what to restart"),
+    (None, "--packages", "packages", None,
+     "-s: also name the package that owns each deleted file (-S, --json and "
+     "--prometheus always do)"),
     (None, "--nagios", "nagios", None, "print a monitoring-plugins status line; exit 0-3"),
     ("-w", "--warning", "warning", "N", "--nagios: WARNING above N processes (default 0)"),
     ("-c", "--critical", "critical", "N", "--nagios: CRITICAL above N processes"),
@@ -2477,6 +2657,9 @@ OPTIONS = (
     (None, "--timeout", "timeout", "SECONDS",
      "skip a process that does not answer within SECONDS (default 2; 0: wait)"),
     (None, "--proc", "proc", "DIR", "read this procfs tree instead of /proc"),
+    (None, "--root", "root", "DIR",
+     "read the machine's own files (the package database) under DIR instead of / "
+     "(with --proc: none unless given)"),
     (None, "--config", "config", "FILE",
      "read FILE and FILE.d/*.conf instead of /etc/lib_users.conf and its snippets"),
     (None, "--no-config", "no_config", None, "read no config file"),
@@ -2683,8 +2866,16 @@ def run(options):
         return fatal(options, "no processes found in %s; is procfs mounted there?"
                      % escape(options.proc))
     live = os.path.realpath(options.proc) == "/proc"
+    # The machine's own files belong to its live /proc: a saved tree's are read only
+    # where --root names them. The package database is read only where a format shows
+    # packages, and something was found.
+    root = options.root or ("/" if live else None)
+    shows_packages = (options.services or options.json or options.prometheus
+                      or (options.showlibs and options.packages))
+    packages = (PackageDb(root) if root is not None and shows_packages and result.findings
+                else None)
     report = build_report(result, options.fds, kernel_reboot_reasons() if live else (),
-                          config.held_back)
+                          config.held_back, packages)
     status = 0
     if options.json:
         text = render_json(report)

@@ -2475,8 +2475,10 @@ def test_fx_json_records_keep_every_value_exactly():
         7, 1, 7, None, None, "S", "caf\xe9 \"%s\" \x1b\x7f",
         ["a\tb", os.fsdecode(b"\xff"), "", "\U0001f600"], None, "/100%", "/", 1.5e9,
         False, False)
-    files = {path: lib_users.FileUse(path, "library", size, (8, 1, 2), replaced)
-             for path, size, replaced in (("/z\u2028.so", None, None), ("/a.so", 10, True))}
+    odd = lib_users.Package("lib\x1bz", "1:2\x7f", "amd64", ())
+    files = {path: lib_users.FileUse(path, "library", size, (8, 1, 2), replaced, package)
+             for path, size, replaced, package in (("/z\u2028.so", None, None, None),
+                                                    ("/a.so", 10, True, odd))}
     place = lib_users.Placement("session-3.scope", None, 0, "root", "3", "docker:abc")
     findings += [lib_users.Finding(7, info.argv, files, info, place),
                  lib_users.Finding(8, ["x"], dict(files), None, None)]
@@ -2498,8 +2500,10 @@ def test_fx_json_records_keep_every_value_exactly():
     assert os.fsencode(records[7]["argv"][1]) == b"\xff"
     assert records[7]["comm"] == "caf\xe9 \"%s\" \x1b\x7f"
     assert records[7]["files"] == [
-        {"path": "/a.so", "kind": "library", "size": 10, "replaced": True},
-        {"path": "/z\u2028.so", "kind": "library", "size": None, "replaced": None}]
+        {"path": "/a.so", "kind": "library", "size": 10, "replaced": True,
+         "package": {"name": "lib\x1bz", "version": "1:2\x7f"}},
+        {"path": "/z\u2028.so", "kind": "library", "size": None, "replaced": None,
+         "package": None}]
     assert (records[7]["unit"], records[7]["container"]) == ("session-3.scope", "docker:abc")
     assert records[7]["session"] == {"id": "3", "uid": 0, "user": "root"}
     assert records[8] == dict(dict.fromkeys(lib_users._PLACEMENT_KEYS), pid=8, argv=["x"],

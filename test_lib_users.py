@@ -3116,8 +3116,9 @@ def test_svc_json_processes_placement(_svc_units_json):
     assert sessions[1001] == {"id": "3", "uid": 0, "user": "root"}
     assert sessions[1200] == {"id": "7", "uid": 1000, "user": _svc_user(1000)}
     for process in doc["processes"]:
+        # A fixture tree has no root, and without --root no package database.
         assert process["files"] == [{"path": _SVC_LIBSSL, "kind": "library", "size": None,
-                                     "replaced": None}]  # a fixture tree has no root
+                                     "replaced": None, "package": None}]
 
 
 def test_svc_json_groups_and_restart(_svc_units_json):
@@ -3938,8 +3939,8 @@ def test_svc_prometheus_units_tree(_svc_units_json):
     assert all(name.startswith("lib_users_") for name in families)
     assert all(f["type"] == "gauge" for f in families.values())
     assert set(families) == {
-        "lib_users_processes", "lib_users_unit_processes", "lib_users_services_to_restart",
-        "lib_users_reboot_required", "lib_users_scan_complete",
+        "lib_users_processes", "lib_users_unit_processes", "lib_users_package_processes",
+        "lib_users_services_to_restart", "lib_users_reboot_required", "lib_users_scan_complete",
         "lib_users_unreadable_processes", "lib_users_unanswered_processes",
         "lib_users_scan_timestamp_seconds"}
     count = len(_svc_units_json["processes"])

@@ -6174,6 +6174,157 @@ def test_rb_many_long_mappings_keep_memory_flat(_live_libz, _live_tmp, _live_spa
         assert str(child.pid).encode() in result.stdout, result
 
 
+# ==== which package =====================================================================
+# The package that owns each deleted file's path, from dpkg's database: a small fixture
+# database under testdata/dpkg-root (given with --root, so that nothing depends on the
+# machine's packages), and the machine's real one for a real library of a real package.
+
+_PKG_ROOT = os.path.join(TESTDATA, "dpkg-root")
+
+
+def _pkg_run(*args):
+    return _fx_cli("--proc", os.path.join(TESTDATA, "proc-basic"), "--root", _PKG_ROOT,
+                   "--no-config", *args)
+
+
+def test_pkg_owner_of_paths_as_maps_shows_them():
+    """A path is found as listed, and on a merged-/usr root also under its other name;
+    the version is that of the package's own architecture; a path no package lists,
+    one where packages install nothing, and a root without dpkg answer None."""
+    db = lib_users.PackageDb(_PKG_ROOT)
+    owners = db.owners([_FX_LIBDIR + "libc.so.6", _FX_LIBDIR + "libssl.so.3",
+                        "/usr/sbin/cron", _FX_LIBDIR + "libzstd.so.1.5.4",
+                        "/tmp/libz.so.1"])
+    assert owners == {
+        _FX_LIBDIR + "libc.so.6": lib_users.Package("libc6", "2.36-9+deb12u9", "amd64", ()),
+        _FX_LIBDIR + "libssl.so.3": lib_users.Package("libssl3", "3.0.15-1~deb12u1",
+                                                      "amd64", ()),
+        "/usr/sbin/cron": lib_users.Package("cron", "3.0pl1-162", "", ("cron",)),
+        _FX_LIBDIR + "libzstd.so.1.5.4": None,
+        "/tmp/libz.so.1": None}
+    assert db.owner(_FX_LIBDIR + "libc.so.6") is owners[_FX_LIBDIR + "libc.so.6"]
+    with tempfile.TemporaryDirectory() as empty:
+        assert lib_users.PackageDb(empty).owner(_FX_LIBDIR + "libc.so.6") is None
+
+
+def test_pkg_missing_status_and_unreadable_list(tmp_path):
+    """A package whose version the status file does not give has version None; a .list
+    that cannot be read (a directory here) is passed over."""
+    info = tmp_path / "var" / "lib" / "dpkg" / "info"
+    info.mkdir(parents=True)
+    (info / "a.list").mkdir()
+    (info / "b:arm64.list").write_bytes(b"/usr/lib/libb.so.1\n")
+    assert lib_users.PackageDb(str(tmp_path)).owner("/usr/lib/libb.so.1") == \
+        lib_users.Package("b", None, "arm64", ())
+
+
+def test_pkg_formats_name_the_package():
+    """-s --packages, -S, --json and --prometheus name each file's package; -s alone
+    and a --proc tree without --root do not."""
+    shown = _pkg_run("-s", "--packages").stdout.decode()
+    assert shown.splitlines()[0] == (
+        '612 "/usr/sbin/cron -f" uses %slibc.so.6 (libc6 2.36-9+deb12u9),/usr/sbin/cron '
+        '(cron 3.0pl1-162)' % _FX_LIBDIR)
+    assert "libssl3" not in _pkg_run("-s").stdout.decode()
+    services = _pkg_run("-S").stdout.decode().splitlines()
+    assert '- 845 "/usr/sbin/sshd -D" (libssl3 3.0.15-1~deb12u1)' in services
+    assert '- 1502 "[backupd]"' in services  # its library is no package's
+    doc = json.loads(_pkg_run("--json").stdout)
+    files = {f["path"]: f["package"] for p in doc["processes"] for f in p["files"]}
+    assert files == {
+        _FX_LIBDIR + "libc.so.6": {"name": "libc6", "version": "2.36-9+deb12u9"},
+        "/usr/sbin/cron": {"name": "cron", "version": "3.0pl1-162"},
+        _FX_LIBDIR + "libcrypto.so.3": {"name": "libssl3", "version": "3.0.15-1~deb12u1"},
+        _FX_LIBDIR + "libssl.so.3": {"name": "libssl3", "version": "3.0.15-1~deb12u1"},
+        _FX_LIBDIR + "libzstd.so.1.5.4": None}
+    metrics = [line for line in _pkg_run("--prometheus").stdout.decode().splitlines()
+               if line.startswith("lib_users_package_processes{")]
+    assert metrics == [  # sshd counts once for its two files of libssl3
+        'lib_users_package_processes{package="cron",version="3.0pl1-162"} 1',
+        'lib_users_package_processes{package="libc6",version="2.36-9+deb12u9"} 1',
+        'lib_users_package_processes{package="libssl3",version="3.0.15-1~deb12u1"} 1']
+    plain = json.loads(_fx_cli("--proc", os.path.join(TESTDATA, "proc-basic"), "--json",
+                               "--no-config").stdout)
+    assert {f["package"] for p in plain["processes"] for f in p["files"]} == {None}
+
+
+def test_pkg_names_are_escaped(tmp_path):
+    """A package name or version with control characters is shown escaped."""
+    info = tmp_path / "var" / "lib" / "dpkg" / "info"
+    info.mkdir(parents=True)
+    (info / "evil\x1b[2J.list").write_bytes(b"/usr/sbin/cron\n")
+    (tmp_path / "var" / "lib" / "dpkg" / "status").write_bytes(
+        b"Package: evil\x1b[2J\nVersion: 1\x07\n")
+    out = _fx_cli("--proc", os.path.join(TESTDATA, "proc-basic"), "--root", str(tmp_path),
+                  "--no-config", "-s", "--packages").stdout
+    assert b"(evil\\x1b[2J 1\\x07)" in out and b"\x1b" not in out and b"\x07" not in out
+
+
+_PKG_CHILD = """
+import ctypes, os, sys
+library, copy = sys.argv[1], sys.argv[2]
+with open(copy, "rb") as f:
+    data = f.read()
+libc = ctypes.CDLL(None, use_errno=True)
+def check(result, what):
+    if result:
+        sys.exit("%s: %s" % (what, os.strerror(ctypes.get_errno())))
+# A mount namespace of its own, where a tmpfs over the library's directory takes the
+# copy: the machine's library is never touched, and maps shows the package's path.
+check(libc.unshare(0x00020000), "unshare")  # CLONE_NEWNS
+check(libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None), "mount")  # MS_REC|MS_PRIVATE
+check(libc.mount(b"tmpfs", os.path.dirname(library).encode(), b"tmpfs", 0, b"size=16m"),
+      "mount tmpfs")
+with open(library, "wb") as f:
+    f.write(data)
+keep = ctypes.CDLL(library)
+os.unlink(library)
+sys.stdout.write("ready" + chr(10))
+sys.stdout.flush()
+sys.stdin.read()
+"""
+
+
+def _pkg_dpkg_owner(path):
+    """(package, version) that dpkg-query says owns `path` (or its merged-/usr name),
+    or None: the real dpkg, an oracle independent of lib_users's reading."""
+    for name in (path, path[4:] if path.startswith("/usr/") else "/usr" + path):
+        found = subprocess.run(["dpkg-query", "-S", name], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+        if found.returncode == 0 and ", " not in found.stdout:
+            package = found.stdout.split(": ", 1)[0]
+            version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                                     stdout=subprocess.PIPE, text=True).stdout
+            return package.split(":")[0], version
+    return None
+
+
+def test_pkg_real_library_of_a_real_package(_live_libz, _live_tmp, _live_spawn):
+    """A process maps a deleted copy of libz at the path its package installs it (in a
+    mount namespace of its own): every format names that package and its version, as
+    dpkg-query does."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a mount namespace of its own for the child)")
+    if shutil.which("dpkg-query") is None:
+        pytest.skip("needs dpkg (a Debian-like system), whose database lib_users reads")
+    library = os.path.realpath(_live_libz)
+    expected = _pkg_dpkg_owner(library)
+    if expected is None:
+        pytest.skip("no installed package owns %s here" % library)
+    copy = _live_copy(library, os.path.join(_live_tmp, "libz-copy"))
+    child = _live_spawn([sys.executable, "-c", _PKG_CHILD, library, copy])
+    assert _live_maps_line(child.pid, _live_maps_name(library, True)) is not None
+    run = functools.partial(_live_run, "--no-config", "-p", str(child.pid))
+    doc = json.loads(run("--json").stdout)
+    [process] = doc["processes"]
+    assert [(f["path"], f["package"]) for f in process["files"]] == [
+        (library, {"name": expected[0], "version": expected[1]})]
+    assert ("(%s %s)" % expected).encode() in run("-s", "--packages").stdout
+    assert ("(%s %s)" % expected).encode() in run("-S").stdout
+    assert ('lib_users_package_processes{package="%s",version="%s"} 1' % expected).encode() \
+        in run("--prometheus").stdout
+
+
 # ==== documentation =====================================================================
 # The options, the false-positive table and the JSON fields are each listed in --help,
 # README.md and lib_users.1; these tests take the lists from the code, so that a new entry

@@ -6823,6 +6823,7 @@ def test_benchmark_runs_on_a_tiny_population():
         assert any(line.startswith(row + " ") for line in out.splitlines()), out
     assert "deleted-library daemons: 2/2 PIDs listed" in out, out
     assert "peak memory: lib_users" in out, out
+    assert "package lookup" in out, out
     ours = [pid for pid in set(os.listdir("/proc")) - before if pid.isdigit()
             and b"bench_daemon.py" in _bench_cmdline(pid)]
     assert ours == [], "benchmark processes left behind: %s" % ours

@@ -900,6 +900,38 @@ def python_version(python):
     return out.stdout.strip()
 
 
+# What naming packages costs (-S, --json, --prometheus; -s --packages): a fresh
+# PackageDb looks up the benchmark's library (owned by a package, on a dpkg system) and a
+# path that no package owns (which reads every .list), in the benchmarked interpreter.
+PACKAGE_CODE = """\
+import os, statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+import lib_users
+info = os.path.join("/", lib_users.DPKG_DIR, "info")
+lists = len([n for n in os.listdir(info) if n.endswith(".list")]) if os.path.isdir(info) else 0
+def cost(path):
+    times = []
+    for _ in range(7):
+        t = time.perf_counter()
+        owner = lib_users.PackageDb().owner(path)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000, owner
+owned, package = cost(os.path.realpath(sys.argv[2]))
+unowned, _ = cost("/usr/lib/lib_users_bench_owned_by_none.so")
+print("package lookup (%d dpkg .list files): %s %.1f ms, a path no package owns %.1f ms"
+      % (lists, "%s (%s)" % (sys.argv[2], package.name) if package else sys.argv[2],
+         owned, unowned))
+"""
+
+
+def package_cost(args, library):
+    """One line: what a package lookup costs on this machine (PACKAGE_CODE)."""
+    py = [args.python] + shlex.split(args.python_flags)
+    done = subprocess.run(py + ["-c", PACKAGE_CODE, os.path.dirname(args.lib_users), library],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return done.stdout.strip() or "package lookup: not measured"
+
+
 def bench(args, tmpdir, population, runner):
     """Grow the population to each size in turn and measure; returns the JSON results."""
     version = python_version(args.python)
@@ -941,6 +973,7 @@ def bench(args, tmpdir, population, runner):
                 expected, others)
         print_table(modes)
         lu_rss, bare_rss = memory_line(modes)
+        print(package_cost(args, population.lib))
         print("warm-up run of each command:")
         report_checks(modes)
 

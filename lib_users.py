@@ -2097,7 +2097,7 @@ DPKG_DIR = "var/lib/dpkg"  # under the root
 # Where no package installs files (the FHS, Debian Policy 9.1): a deleted file there is
 # nobody's, and looking it up would read every .list for nothing.
 _UNPACKAGED = ("/tmp/", "/var/tmp/", "/home/", "/root/", "/run/", "/dev/", "/proc/",
-               "/sys/", "/srv/", "/mnt/", "/media/")
+               "/sys/", "/srv/", "/mnt/", "/media/", "/usr/local/")
 # /bin, /sbin and /lib are links to their /usr directories on a merged-/usr system,
 # where maps shows /usr/lib/... for a file that a package lists as /lib/...
 _MERGED_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")

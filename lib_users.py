@@ -2149,33 +2149,42 @@ class PackageDb:
         return names
 
     def _look_up(self, paths):
-        needles = {}  # b"\nNAME\n": path
-        for path in paths:
-            for name in self._names(path):
-                needles[b"\n" + os.fsencode(name) + b"\n"] = path
+        # dpkg's .list files begin with "/.": the paths follow a newline (the first line
+        # is checked apart, for lists that do not).
+        needles = [(b"\n" + os.fsencode(name) + b"\n", path)
+                   for path in paths for name in self._names(path)]
         try:
-            lists = sorted(entry for entry in os.listdir(self.info)
-                           if entry.endswith(".list"))
+            info = os.open(self.info, _O_DIR)
         except OSError:
             return  # no dpkg here
-        status = None
-        for entry in lists:
-            try:
-                data = b"\n" + read_file(os.path.join(self.info, entry))
-            except OSError:
-                continue
-            owned = {path for needle, path in needles.items() if needle in data}
-            if not owned:
-                continue
-            if status is None:
-                status = self._status()
-            name, _, arch = entry[: -len(".list")].partition(":")
-            package = Package(name, _version(status, name, arch), arch, _init_scripts(data))
-            for path in owned:
-                self._owners[path] = package
-            needles = {n: path for n, path in needles.items() if path not in owned}
-            if not needles:
-                break
+        try:
+            lists = sorted(entry for entry in os.listdir(info) if entry.endswith(".list"))
+            status = None
+            for entry in lists:
+                try:
+                    fd = os.open(entry, _O_FILE, dir_fd=info)
+                    try:
+                        data = _read_fd(fd)
+                    finally:
+                        os.close(fd)
+                except OSError:
+                    continue
+                owned = {path for needle, path in needles
+                         if needle in data or data.startswith(needle[1:])}
+                if not owned:
+                    continue
+                if status is None:
+                    status = self._status()
+                name, _, arch = entry[: -len(".list")].partition(":")
+                package = Package(name, _version(status, name, arch), arch,
+                                  _init_scripts(data))
+                for path in owned:
+                    self._owners[path] = package
+                needles = [(needle, path) for needle, path in needles if path not in owned]
+                if not needles:
+                    break
+        finally:
+            os.close(info)
 
     def _status(self):
         try:

@@ -495,6 +495,7 @@ class Runner:
 
     def __init__(self):
         self.current = []
+        self.group = None  # the process group of the run in progress
         self.sh = shutil.which("sh") or "/bin/sh"
         self.can_measure_memory = False
         try:
@@ -529,16 +530,35 @@ class Runner:
         return status, usage
 
     def run(self, argv, stdout=os.devnull, stderr=os.devnull):
-        """Run argv to completion: (wall seconds, exit status)."""
+        """Run argv to completion: (wall seconds, exit status).
+
+        The time is the command's own, until it exits, as a shell waits for it. The
+        lib_users command scans in a child and exits without waiting for that child to
+        end; the child, then ours (we are a subreaper), is waited for and reaped before
+        the next run, untimed: it must neither run on beside the next command nor stay
+        behind as a zombie that every later scan would list. Each command runs in a
+        process group of its own, which tells its descendants from our population."""
         with SignalsBlocked():
             start = time.perf_counter()
-            pid = os.posix_spawn(argv[0], argv, os.environ,
+            pid = os.posix_spawn(argv[0], argv, os.environ, setpgroup=0,
                                  file_actions=self._actions(stdout, stderr), setsigmask=())
             self.current.append(pid)
+            self.group = pid
         os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
         elapsed = time.perf_counter() - start
         status, _ = self._reap(pid)
+        self._reap_group(pid)
         return elapsed, status
+
+    def _reap_group(self, pgid):
+        """Wait for and reap every child of ours left in process group `pgid`."""
+        with SignalsBlocked():
+            while True:
+                try:
+                    os.waitpid(-pgid, 0)
+                except ChildProcessError:
+                    break
+            self.group = None
 
     def peak_rss(self, argv):
         """Run argv to completion: its max RSS in KiB (None if this cannot be measured)."""
@@ -576,6 +596,12 @@ class Runner:
 
     def stop(self):
         """End the run in progress, if any (command first, then its sh)."""
+        if self.group is not None:
+            try:
+                os.killpg(self.group, signal.SIGKILL)
+            except OSError:
+                pass
+            self._reap_group(self.group)
         for pid in reversed(self.current):
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -1979,7 +1979,8 @@ def test_svc_live_script_changed(_svc_children, _svc_tmp):
     os.utime(script, (later, later))
     files = _svc_files(child.pid, "--scripts")
     assert files == {script: {"path": script, "kind": "script",
-                              "size": len(_SVC_SCRIPT) + 12, "replaced": True}}
+                              "size": len(_SVC_SCRIPT) + 12, "replaced": True,
+                              "package": None}}  # no package installs files in /tmp
     result = _svc_run("--scripts", "-s", "-p", str(child.pid))
     assert result.stdout == '%d "%s %s" uses %s\n' % (child.pid, sys.executable, script,
                                                      script)
@@ -2002,7 +2003,7 @@ def test_svc_live_script_deleted(_svc_children, _svc_tmp):
     os.unlink(script)
     files = _svc_files(child.pid, "--scripts")
     assert files == {script: {"path": script, "kind": "script", "size": None,
-                              "replaced": False}}
+                              "replaced": False, "package": None}}
 
 
 @_SVC_LIVE
@@ -2013,7 +2014,8 @@ def test_svc_live_relative_script_deleted(_svc_children, _svc_tmp):
     os.unlink(script)
     # Shown as the absolute path, joined to its working directory.
     assert _svc_files(child.pid, "--scripts") == {script: {
-        "path": script, "kind": "script", "size": None, "replaced": False}}
+        "path": script, "kind": "script", "size": None, "replaced": False,
+        "package": None}}
 
 
 @_SVC_LIVE

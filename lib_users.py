@@ -2982,7 +2982,7 @@ OPTIONS = (
     (None, "--scripts", "scripts", None,
      "also report interpreters whose script was deleted or changed since they started"),
     ("-S", "--services", "services", None,
-     "group by systemd unit and container, and say what to restart"),
+     "group by systemd unit, init script and container, and say what to restart"),
     (None, "--packages", "packages", None,
      "-s: also name the package that owns each deleted file (-S, --json and "
      "--prometheus always do)"),
@@ -3000,7 +3000,8 @@ OPTIONS = (
      "skip a process that does not answer within SECONDS (default 2; 0: wait)"),
     (None, "--proc", "proc", "DIR", "read this procfs tree instead of /proc"),
     (None, "--root", "root", "DIR",
-     "read the machine's own files (the package database) under DIR instead of / "
+     "read the machine's own files (the package database, init scripts, pid files) "
+     "under DIR instead of / "
      "(with --proc: none unless given)"),
     (None, "--config", "config", "FILE",
      "read FILE and FILE.d/*.conf instead of /etc/lib_users.conf and its snippets"),

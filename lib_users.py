@@ -899,12 +899,13 @@ class Placement(_Record):
     """Where a process runs: its systemd unit (the system manager's), the unit of a
     user's manager below user@UID.service, the user of that slice or session, its
     login session, its container (see container_of, or "unknown" for another PID
-    namespace with no recognised name), the UID of its Kubernetes pod, and why its
-    cgroup file could not be read (None when it could)."""
+    namespace with no recognised name), the UID of its Kubernetes pod, why its
+    cgroup file could not be read (None when it could), and for a process outside
+    systemd's units the InitScript that manages it (see InitScripts.script_of)."""
 
     __slots__ = _fields = ("unit", "user_unit", "uid", "user", "session", "container",
-                           "pod", "error")
-    _defaults = (None, None)
+                           "pod", "error", "init_script")
+    _defaults = (None, None, None)
 
 
 def _unescape_unit(name):
@@ -1886,6 +1887,42 @@ HELD_BACK = (
 )
 
 
+_NOT_A_SERVICE = "runs at boot, at shutdown or for a runlevel, not a service: never restart it"
+_NETWORK = "manages the network: restarting it can cut a remote session off"
+_DISPLAY_MANAGER = "a display manager: restarting it ends every graphical session"
+
+# Init scripts that must not be restarted blindly, beyond those HELD_BACK already holds
+# back as units (an init script is matched there as NAME and as NAME.service, so that
+# dbus.service also holds back the script dbus): (glob on the script's name, reason).
+# A table of its own, so that no systemd unit can match these.
+HELD_BACK_SCRIPTS = (
+    ("rc", _NOT_A_SERVICE),  # sysvinit: runs the scripts of a runlevel
+    ("rcS", _NOT_A_SERVICE),  # sysvinit: runs the scripts of booting
+    ("sendsigs", _NOT_A_SERVICE),  # sysvinit: ends every process at shutdown
+    ("killprocs", _NOT_A_SERVICE),  # OpenRC: the same
+    ("halt", _NOT_A_SERVICE),
+    ("reboot", _NOT_A_SERVICE),
+    ("single", _NOT_A_SERVICE),
+    ("umountfs", _NOT_A_SERVICE),
+    ("umountroot", _NOT_A_SERVICE),
+    ("elogind", "tracks every login session; restart it when nobody is logged in"),
+    ("consolekit", "tracks every login session; restart it when nobody is logged in"),
+    ("network-manager", _NETWORK),  # Debian's script for NetworkManager
+    ("network", _NETWORK),
+    ("net.*", _NETWORK),  # OpenRC: net.lo, and a link to it for each interface (net.eth0)
+    ("dhcpcd", _NETWORK),
+    ("connman", _NETWORK),
+    ("iwd", _NETWORK),
+    ("wicd", _NETWORK),
+    ("kdm", _DISPLAY_MANAGER),
+    ("slim", _DISPLAY_MANAGER),
+    ("nodm", _DISPLAY_MANAGER),
+    ("wdm", _DISPLAY_MANAGER),
+    # OpenRC: agetty.tty1 and its like, links to agetty
+    ("agetty.*", "a console login: restarting it ends the session on that console"),
+)
+
+
 def held_back_reason(unit, configured=()):
     """Why `unit` must not be restarted blindly, or None if it is safe to restart.
     `configured` holds the config's (glob, reason) entries: they add to HELD_BACK, whose
@@ -1894,6 +1931,17 @@ def held_back_reason(unit, configured=()):
         if glob_match(pattern, unit):
             return reason
     return None if unit.endswith(".service") else "not a service"
+
+
+def script_held_back_reason(name, configured=()):
+    """Why the init script `name` must not be restarted blindly, or None if it is safe
+    to restart. Each glob of HELD_BACK, HELD_BACK_SCRIPTS and the config's entries
+    (`configured`) is matched against NAME and against NAME.service, so that a unit's
+    entry also holds back the script of that name."""
+    for pattern, reason in HELD_BACK + HELD_BACK_SCRIPTS + tuple(configured):
+        if glob_match(pattern, name) or glob_match(pattern, name + ".service"):
+            return reason
+    return None
 
 
 _CONTAINER_RESTART = {"docker": "docker restart %s", "podman": "podman restart %s",
@@ -1929,15 +1977,19 @@ def container_advice(container, pod=None, which=which):
 
 
 class UnitEntry(_Record):
-    """One line of the restart plan: a unit (or container) label, its PIDs, the argv
-    groups inside it, and the reason it is held back (None: safe to restart)."""
+    """One line of the restart plan: a unit (or container, or init script) label, its
+    PIDs, the argv groups inside it, the reason it is held back (None: safe to
+    restart), and the InitScript of processes that systemd does not run."""
 
-    __slots__ = _fields = ("label", "unit", "container", "pids", "groups", "reason")
+    __slots__ = _fields = ("label", "unit", "container", "pids", "groups", "reason",
+                           "init_script")
+    _defaults = (None,)
 
 
 class RestartPlan(_Record):
-    """What to restart: `restart` lists system services that are safe to restart;
-    `entries` every unit, container and unit-less group with its processes."""
+    """What to restart: `restart` lists system services that are safe to restart (unit
+    names, and init scripts by name); `entries` every unit, init script, container and
+    unit-less group with its processes."""
 
     __slots__ = _fields = ("restart", "entries")
 
@@ -1963,10 +2015,11 @@ def plan_restarts(findings, which=which, held_back=()):
     entries = [UnitEntry(label=key, unit=labels[key][0].unit,
                          container=labels[key][0].container,
                          pids=sorted(f.pid for f in found), groups=group_by_argv(found),
-                         reason=labels[key][1])
+                         reason=labels[key][1], init_script=labels[key][0].init_script)
                for key, found in members.items()]
     entries.sort(key=lambda e: (e.reason is not None, e.label == "", e.label))
-    return RestartPlan([e.unit for e in entries if e.reason is None], entries)
+    return RestartPlan([e.unit or e.init_script.name for e in entries if e.reason is None],
+                       entries)
 
 
 def _label_and_reason(place, which, held_back=()):
@@ -1976,6 +2029,9 @@ def _label_and_reason(place, which, held_back=()):
         return place.container, container_advice(place.container, place.pod, which)
     if place.error is not None:
         return "?", "its cgroup could not be read (%s): find out what runs it" % place.error
+    if place.unit is None and place.init_script is not None:
+        name = place.init_script.name
+        return "/etc/init.d/" + name, script_held_back_reason(name, held_back)
     if place.unit is None:
         return "", "no systemd unit: restart them by hand"
     if place.user_unit is not None:
@@ -2073,10 +2129,16 @@ class Report(_Record):
     __slots__ = _fields = ("groups", "scan", "fds", "freed", "plan", "reboot")
 
 
-def build_report(scan_result, fds=False, kernel_reasons=(), held_back=(), packages=None):
+def build_report(scan_result, fds=False, kernel_reasons=(), held_back=(), packages=None,
+                 scripts=None):
     """The Report of a Scan; `held_back` as plan_restarts takes it. With `packages` (a
-    PackageDb), each deleted file gets the package that owns its path now."""
+    PackageDb), each deleted file gets the package that owns its path now; with
+    `scripts` (an InitScripts), each process outside systemd's units the init script
+    that manages it."""
     findings = scan_result.findings
+    if scripts is not None:
+        findings = attach_init_scripts(findings, scripts)
+        scan_result = scan_result._replace(findings=findings)
     if packages is not None:
         attach_packages(findings, packages)
     return Report(group_by_argv(findings), scan_result, fds,
@@ -2239,6 +2301,259 @@ def _readlink(path):
         return None
 
 
+# ---- init scripts ----------------------------------------------------------------------
+# Which init script manages a process that systemd does not run (Devuan, Alpine and
+# Gentoo with OpenRC, containers running several daemons, WSL, older servers). Two
+# rules, the first that names an existing script wins:
+# 1. a pid file in /run or /var/run, top level or one directory down, that names the
+#    process or one of its ancestors in its session (the workers of nginx, apache or
+#    postgres are children of the process in the pid file; a login under sshd starts a
+#    session of its own, so it is not taken for the ssh service). The script whose text
+#    names that pid file wins, else the one named after the file (NAME.pid) or its
+#    directory (NAME/x.pid);
+# 2. for a daemon (a process whose session leads up to PID 1), the package that ships
+#    both its executable and one init script (or several, one named as the executable).
+# Nothing is read unless a finding needs it, and then each file once, bounded.
+
+_PID_FILE_MAX = 4096  # a pid file holds a number and a newline
+_SCRIPT_MAX = 1 << 20  # init scripts are a few KiB
+_ANCESTORS_MAX = 32  # how far up the parent chain a process is followed
+# The bytes that may continue a path around a pid file's name in a script's text.
+_PATH_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-")
+
+
+class InitScript(_Record):
+    """The init script that manages a process: its name (that of /etc/init.d/NAME), its
+    init system ("sysvinit" or "openrc") and the command that restarts it
+    (`COMMAND NAME restart`: invoke-rc.d, service or rc-service)."""
+
+    __slots__ = _fields = ("name", "init", "command")
+
+
+def init_system(root):
+    """The init system of the machine under `root`: "systemd" where it was booted with
+    systemd (as sd_booted(3) tells: /run/systemd/system is a directory), else "openrc"
+    where openrc-run is installed, else "sysvinit" where /etc/init.d exists, else None."""
+    if os.path.isdir(os.path.join(root, "run", "systemd", "system")):
+        return "systemd"
+    if any(os.path.exists(os.path.join(root, where, "openrc-run"))
+           for where in ("sbin", "usr/sbin")):
+        return "openrc"
+    if os.path.isdir(os.path.join(root, "etc", "init.d")):
+        return "sysvinit"
+    return None
+
+
+def restart_command(root, init):
+    """The command that restarts an init script of `init` under `root`: Debian's
+    invoke-rc.d (which honours the admin's policy-rc.d) where it is installed, else
+    service, for sysvinit; rc-service for OpenRC. None for other init systems."""
+    if init == "openrc":
+        return "rc-service"
+    if init == "sysvinit":
+        invoke = os.path.exists(os.path.join(root, "usr", "sbin", "invoke-rc.d"))
+        return "invoke-rc.d" if invoke else "service"
+    return None
+
+
+class InitScripts:
+    """The init scripts of the machine under `root` and the pid files in its run
+    directories: script_of(pid) tells which one manages a process of the procfs at
+    `proc`. `packages` is the PackageDb to ask (one of `root`'s own where None)."""
+
+    def __init__(self, root, proc=PROC, packages=None):
+        self.root, self.proc = root, proc
+        self.init = init_system(root)
+        self.command = restart_command(root, self.init)
+        self._packages = packages
+        self._pid_files = None  # see _pid_files_by_pid
+        self._texts = None  # {script name: its text}
+
+    def script_of(self, pid):
+        """The InitScript that manages process `pid`, or None: none found, PID 1, or a
+        machine that does not run init scripts itself (systemd runs each through a unit
+        of its own)."""
+        if self.command is None or pid == 1:
+            return None
+        chain, daemon = self._session_chain(pid)
+        for member in chain:
+            for pid_file in self._pid_files_by_pid().get(member, ()):
+                name = self._script_of_pid_file(pid_file)
+                if name is not None:
+                    return InitScript(name, self.init, self.command)
+        name = self._script_of_package(pid) if daemon else None
+        return None if name is None else InitScript(name, self.init, self.command)
+
+    def _session_chain(self, pid):
+        """(the process and its ancestors in its session, nearest first; whether the
+        farthest of them is a child of PID 1, as daemons are). PID 1 is never in it."""
+        chain, session = [], None
+        for _ in range(_ANCESTORS_MAX):
+            parent_and_session = self._parent_and_session(pid)
+            if parent_and_session is None:
+                return chain, False
+            ppid, sid = parent_and_session
+            if session is None:
+                session = sid
+            elif sid != session:
+                return chain, False  # the session its parent started: not this service's
+            chain.append(pid)
+            if ppid <= 1:
+                return chain, ppid == 1
+            pid = ppid
+        return chain, False
+
+    def _parent_and_session(self, pid):
+        """(ppid, session) from /proc/PID/stat, or None if it cannot be read."""
+        try:
+            fields = parse_stat(read_file("%s/%d/stat" % (self.proc, pid)))[1]
+            return int(fields[1]), int(fields[3])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _pid_files_by_pid(self):
+        """{PID: the pid files (below their run directory) whose first word it is}."""
+        if self._pid_files is None:
+            self._pid_files = {}
+            for run in run_directories(self.root):
+                for pid_file in pid_files(run):
+                    try:
+                        words = read_file(os.path.join(run, pid_file), _PID_FILE_MAX).split()
+                    except OSError:
+                        continue
+                    pid = _whole_number(words[0].decode("ascii", "replace")) if words else None
+                    if pid is not None and pid_file not in self._pid_files.get(pid, ()):
+                        self._pid_files.setdefault(pid, []).append(pid_file)
+        return self._pid_files
+
+    def _scripts(self):
+        """{name: text} of the init scripts: the executable files in /etc/init.d (its
+        README and skeleton are not)."""
+        if self._texts is None:
+            self._texts = {}
+            directory = os.path.join(self.root, "etc", "init.d")
+            for name in _names_in(directory):
+                path = os.path.join(directory, name)
+                try:
+                    mode = os.stat(path).st_mode  # OpenRC's net.eth0 is a link to net.lo
+                    if stat.S_ISREG(mode) and mode & 0o111:
+                        self._texts[name] = read_file(path, _SCRIPT_MAX)
+                except OSError:
+                    continue
+        return self._texts
+
+    def _script_of_pid_file(self, pid_file):
+        """The script that names the pid file RUN/`pid_file` (as /run/... or
+        /var/run/...), where only one does, else the one named after the file or its
+        directory (among those that name it, where several do); None if none is."""
+        scripts = self._scripts()
+        naming = [name for name, text in sorted(scripts.items())
+                  if _names_path(text, os.fsencode(pid_file))]
+        if len(naming) == 1:
+            return naming[0]
+        directory, _, base = pid_file.rpartition("/")
+        for name in (base[: -len(".pid")], directory):
+            if name in scripts and (not naming or name in naming):
+                return name
+        return None
+
+    def _script_of_package(self, pid):
+        """The script that the package of the process's executable ships: its only one,
+        or the one named as the executable; None if there is none such."""
+        exe = _readlink("%s/%d/exe" % (self.proc, pid))
+        if exe is None or not exe.startswith("/"):
+            return None
+        if self._packages is None:
+            self._packages = PackageDb(self.root)
+        package = self._packages.owner(_strip_deleted(exe))
+        if package is None:
+            return None
+        shipped = [name for name in package.init_scripts if name in self._scripts()]
+        if len(shipped) == 1:
+            return shipped[0]
+        base = _strip_deleted(exe).rsplit("/", 1)[-1]
+        return base if base in shipped else None
+
+
+def run_directories(root):
+    """ROOT/run and ROOT/var/run, the latter left out where it is the same directory
+    (on most systems it is a link to /run, which is followed inside `root`, not out of
+    it)."""
+    run = os.path.join(root, "run")
+    var_run = os.path.join(root, "var", "run")
+    target = _readlink(var_run)
+    if target is not None:
+        var_run = (os.path.join(root, target.lstrip("/")) if target.startswith("/")
+                   else os.path.join(root, "var", target))
+    try:
+        if os.path.samefile(run, var_run):
+            return [run]
+    except OSError:
+        pass
+    return [run, var_run]
+
+
+def pid_files(run):
+    """The pid files in the run directory `run`, as paths below it, sorted: the regular
+    files named *.pid at its top and one directory down, except in a directory that
+    any user may write to (/run/lock), where anyone could leave one."""
+    found = []
+    for name in _names_in(run):
+        path = os.path.join(run, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and name.endswith(".pid"):
+            found.append(name)
+        elif stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IWOTH:
+            for inner in _names_in(path):
+                try:
+                    if (inner.endswith(".pid")
+                            and stat.S_ISREG(os.lstat(os.path.join(path, inner)).st_mode)):
+                        found.append(name + "/" + inner)
+                except OSError:
+                    continue
+    return found
+
+
+def _names_in(directory):
+    """The sorted names in `directory`; none if it cannot be read."""
+    try:
+        return sorted(os.listdir(directory))
+    except OSError:
+        return []
+
+
+def _names_path(text, pid_file):
+    """Whether a script's text names RUN/`pid_file` (bytes) as /run/... or /var/run/...,
+    as a whole path: not /run/x.pid.old, nor /srv/run/x.pid."""
+    for needle in (b"/run/" + pid_file, b"/var/run/" + pid_file):
+        at = text.find(needle)
+        while at >= 0:
+            end = at + len(needle)
+            if (at == 0 or text[at - 1] not in _PATH_BYTES) and (
+                    end == len(text) or text[end] not in _PATH_BYTES):
+                return True
+            at = text.find(needle, at + 1)
+    return False
+
+
+def attach_init_scripts(findings, scripts):
+    """The findings, each process that has no systemd unit and is not in a container
+    given the InitScript that manages it (from `scripts`, an InitScripts), if any."""
+    attached = []
+    for finding in findings:
+        place = finding.placement
+        if (place is not None and place.unit is None and place.container is None
+                and place.error is None):
+            script = scripts.script_of(finding.pid)
+            if script is not None:
+                finding = finding._replace(placement=place._replace(init_script=script))
+        attached.append(finding)
+    return attached
+
+
 # ---- rendering -------------------------------------------------------------------------
 
 _NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
@@ -2364,7 +2679,7 @@ def render_json(report):
     }
     for group in report.groups:
         entry = {"argv": group.argv, "pids": group.pids, "files": group.files}
-        for field in ("unit", "container", "pod", "session"):
+        for field in ("unit", "container", "pod", "session", "service", "init"):
             # The group's unit (container, session) where all its processes share it.
             values = [by_pid[pid][field] for pid in group.pids]
             entry[field] = values[0] if all(v == values[0] for v in values) else None
@@ -2402,7 +2717,8 @@ def _process_doc(finding):
     return doc
 
 
-_PLACEMENT_KEYS = ("unit", "user_unit", "container", "pod", "session", "cgroup_error")
+_PLACEMENT_KEYS = ("unit", "user_unit", "container", "pod", "session", "cgroup_error",
+                   "service", "init")
 
 
 def _placement_doc(place):
@@ -2411,8 +2727,22 @@ def _placement_doc(place):
     session = None
     if place.session is not None:
         session = {"id": place.session, "uid": place.uid, "user": place.user}
+    service, init = service_of(place)
     return {"unit": place.unit, "user_unit": place.user_unit, "container": place.container,
-            "pod": place.pod, "session": session, "cgroup_error": place.error}
+            "pod": place.pod, "session": session, "cgroup_error": place.error,
+            "service": service, "init": init}
+
+
+def service_of(place):
+    """(service, init system) of a Placement: its systemd unit where that is a service,
+    else the init script that manages it; (None, None) in a container, or for neither."""
+    if place.container is not None:
+        return None, None
+    if place.unit is not None:
+        return (place.unit, "systemd") if place.unit.endswith(".service") else (None, None)
+    if place.init_script is not None:
+        return place.init_script.name, place.init_script.init
+    return None, None
 
 
 def _head(pids, verbose):
@@ -2422,8 +2752,9 @@ def _head(pids, verbose):
 
 
 def render_services(report, verbose=False, showlibs=False):
-    """-S: each unit (or container) with its processes, a ready-to-run systemctl line
-    for the services that are safe to restart, and why the others are held back."""
+    """-S: each unit (or init script, or container) with its processes, ready-to-run
+    lines for the services that are safe to restart (one systemctl line for the units,
+    one line for each init script), and why the others are held back."""
     lines = []
     for entry in report.plan.entries:
         for group in entry.groups:
@@ -2438,9 +2769,16 @@ def render_services(report, verbose=False, showlibs=False):
                 if packages:
                     line += " (%s)" % ", ".join(_package_label(p) for p in packages)
             lines.append(line + "\n")
-    if report.plan.restart:
-        lines.append("\nsystemctl restart %s\n" % " ".join(
-            quote_arg(unit) for unit in report.plan.restart))
+    safe = [e for e in report.plan.entries if e.reason is None]
+    units = [e.unit for e in safe if e.init_script is None]
+    if safe:
+        lines.append("\n")
+    if units:
+        lines.append("systemctl restart %s\n" % " ".join(quote_arg(unit) for unit in units))
+    for entry in safe:  # each of these commands takes one name
+        if entry.init_script is not None:
+            lines.append("%s %s restart\n" % (entry.init_script.command,
+                                               quote_arg(entry.init_script.name)))
     held = [e for e in report.plan.entries if e.reason is not None]
     if held:
         lines.append("\n")
@@ -2518,11 +2856,15 @@ def render_prometheus(report, now=None):
     gauge("lib_users_processes", "Processes that use deleted files.", [((), len(findings))])
     by_unit = {}
     for finding in findings:
-        place = finding.placement
-        key = (place.unit or "", place.container or "") if place else ("", "")
+        place, key = finding.placement, ("", "")
+        if place is not None:
+            # A process that systemd does not run is counted under its init script's name.
+            script = place.init_script.name if place.init_script is not None else ""
+            key = (place.unit or script, place.container or "")
         by_unit[key] = by_unit.get(key, 0) + 1
     gauge("lib_users_unit_processes",
-          "Processes that use deleted files, by systemd unit and container.",
+          "Processes that use deleted files, by systemd unit (or init script) and "
+          "container.",
           [((("unit", u), ("container", c)), n) for (u, c), n in sorted(by_unit.items())])
     by_package = {}
     for finding in findings:
@@ -2649,7 +2991,7 @@ OPTIONS = (
     (None, "--scripts", "scripts", None,
      "also report interpreters whose script was deleted or changed since they started"),
     ("-S", "--services", "services", None,
-     "group by systemd unit and container, and say what to restart"),
+     "group by systemd unit, init script and container, and say what to restart"),
     (None, "--packages", "packages", None,
      "-s: also name the package that owns each deleted file (-S, --json and "
      "--prometheus always do)"),
@@ -2667,7 +3009,8 @@ OPTIONS = (
      "skip a process that does not answer within SECONDS (default 2; 0: wait)"),
     (None, "--proc", "proc", "DIR", "read this procfs tree instead of /proc"),
     (None, "--root", "root", "DIR",
-     "read the machine's own files (the package database) under DIR instead of / "
+     "read the machine's own files (the package database, init scripts, pid files) "
+     "under DIR instead of / "
      "(with --proc: none unless given)"),
     (None, "--config", "config", "FILE",
      "read FILE and FILE.d/*.conf instead of /etc/lib_users.conf and its snippets"),
@@ -2883,8 +3226,11 @@ def run(options):
                       or (options.showlibs and options.packages))
     packages = (PackageDb(root) if root is not None and shows_packages and result.findings
                 else None)
+    # Init scripts and pid files too are read only where a format shows services.
+    scripts = (InitScripts(root, options.proc, packages)
+               if root is not None and services and result.findings else None)
     report = build_report(result, options.fds, kernel_reboot_reasons() if live else (),
-                          config.held_back, packages)
+                          config.held_back, packages, scripts)
     status = 0
     if options.json:
         text = render_json(report)

@@ -1980,7 +1980,7 @@ def test_svc_live_script_changed(_svc_children, _svc_tmp):
     files = _svc_files(child.pid, "--scripts")
     assert files == {script: {"path": script, "kind": "script",
                               "size": len(_SVC_SCRIPT) + 12, "replaced": True,
-                              "package": None}}  # in /tmp: no package's
+                              "package": None}}  # no package installs files in /tmp
     result = _svc_run("--scripts", "-s", "-p", str(child.pid))
     assert result.stdout == '%d "%s %s" uses %s\n' % (child.pid, sys.executable, script,
                                                      script)
@@ -6837,3 +6837,514 @@ def _bench_cmdline(pid):
             return cmdline.read()
     except OSError:
         return b""
+
+
+# ==== services without systemd (init scripts) ===========================================
+# -S, --json, --nagios and --prometheus on a machine that systemd does not run: each
+# process outside systemd's units is given the init script that manages it, from pid
+# files in /run and /var/run and from the package of its executable. The fixture trees
+# are testdata/initd-proc (processes) with testdata/initd-root (Debian with sysvinit)
+# or testdata/initd-openrc-root (OpenRC) as --root, written by
+# testdata/make_initd_fixtures.py; what git cannot keep (directory modes, odd names)
+# is made in copies under tmp_path. Then real processes named by a pid file, and a real
+# daemon started as its init script starts it.
+
+
+_INITD_PROC = os.path.join(TESTDATA, "initd-proc")
+_INITD_ROOT = os.path.join(TESTDATA, "initd-root")
+_INITD_OPENRC = os.path.join(TESTDATA, "initd-openrc-root")
+_INITD_SSL = " (libssl3 3.0.15-1~deb12u1)"  # what -S names after each group
+
+
+def _initd_cli(*args, proc=_INITD_PROC):
+    """Run lib_users on a procfs tree (None: the machine's own), without the machine's
+    config unless --config names one; (status, stdout, stderr) as text."""
+    cmd = [sys.executable, _CLI_SCRIPT] + ([] if "--config" in args else ["--no-config"])
+    cmd += ["--proc", proc] if proc else []
+    done = subprocess.run(cmd + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
+def _initd_S(*args, proc=_INITD_PROC):
+    """-S output as ({pid: label}, the restart lines, {label: reason}); each PID of a
+    group line is given that line's label."""
+    status, out, err = _initd_cli("-S", "-v", *args, proc=proc)
+    assert (status, err) == (0, "")
+    blocks = out.rstrip("\n").split("\n\n")
+    labels = {}
+    for line in blocks[0].splitlines():
+        match = _SVC_LINE.match(line.replace(_INITD_SSL, ""))
+        assert match, line
+        labels.update((int(pid), match.group(1)) for pid in match.group(2).split(","))
+    commands = blocks[1].splitlines() if len(blocks) > 1 and blocks[1][:1] != "#" else []
+    held = dict(line[2:].split(": ", 1) for line in blocks[-1].splitlines()
+                if line.startswith("# "))
+    return labels, commands, held
+
+
+def _initd_root_copy(tmp_path, tree=_INITD_ROOT):
+    """A copy of a root fixture to change in a test (links kept as links)."""
+    root = str(tmp_path / "root")
+    shutil.copytree(tree, root, symlinks=True)
+    return root
+
+
+def _initd_script(root, name, text="#!/bin/sh\n"):
+    path = os.path.join(root, "etc", "init.d", name)
+    with open(path, "w") as out:
+        out.write(text)
+    os.chmod(path, 0o755)
+
+
+def _initd_write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as out:
+        out.write(text)
+
+
+# Every process of initd-proc and its label with initd-root (Debian, sysvinit).
+_INITD_LABELS = {
+    612: "/etc/init.d/ssh",  # /run/sshd.pid, which only the ssh script names
+    640: "/etc/init.d/cron",  # /run/crond.pid, which cron names as /var/run/crond.pid
+    2000: "/etc/init.d/nginx",  # /run/nginx.pid: named after the file
+    2001: "/etc/init.d/nginx",  # a worker: its parent is in the pid file
+    2002: "/etc/init.d/nginx",
+    2100: "/etc/init.d/postgresql",  # /run/postgresql/15-main.pid: its directory's name
+    2101: "/etc/init.d/postgresql",
+    740: "/etc/init.d/network-manager",  # named in its text
+    700: "/etc/init.d/dbus",  # the package dbus ships both
+    710: "/etc/init.d/rsyslog",  # the same, its executable replaced
+    720: "/etc/init.d/smbd",  # samba ships smbd, nmbd and samba-ad-dc
+    730: "-",  # lxc ships lxc and lxc-net, neither named lxc-start
+    1000: "-",  # a login under sshd: sessions of its own
+    1001: "-",
+    1002: "-",
+    1010: "-",  # smbd, but started from that shell: not a daemon
+    2600: "-",  # nothing names it
+    750: "-",  # agetty: no pid file here, no package that ships a script
+    3000: "docker:0c1d2e3f4a5b",  # a pid file names it, but it runs in a container
+    3100: "unbound.service",  # a pid file names it, but its unit wins
+}
+
+
+def test_initd_sysvinit_labels_and_invoke_rc_d_lines():
+    labels, commands, held = _initd_S("--root", _INITD_ROOT)
+    assert labels == _INITD_LABELS
+    # One line for the units, then one for each script that is safe to restart.
+    assert commands == ["systemctl restart unbound.service"] + [
+        "invoke-rc.d %s restart" % name
+        for name in ("cron", "nginx", "postgresql", "rsyslog", "smbd", "ssh")]
+    assert set(held) == {"/etc/init.d/dbus", "/etc/init.d/network-manager",
+                         "docker:0c1d2e3f4a5b", "processes without a unit"}
+    assert "message bus" in held["/etc/init.d/dbus"]  # dbus.service's entry
+    assert "network" in held["/etc/init.d/network-manager"]  # HELD_BACK_SCRIPTS
+    assert "by hand" in held["processes without a unit"]
+
+
+def test_initd_script_naming_the_pid_file_wins_only_where_it_alone_does(tmp_path):
+    # In initd-root the README (not executable) names /run/sshd.pid, and sshguard names
+    # /run/sshd.pid.old and /srv/run/sshd.pid: none of them counts, so ssh alone does.
+    assert _initd_S("--root", _INITD_ROOT, "-p", "612")[0] == {612: "/etc/init.d/ssh"}
+    root = _initd_root_copy(tmp_path)
+    _initd_script(root, "ssh-rescue", "#!/bin/sh\nPIDFILE=/var/run/sshd.pid\n")
+    # Two scripts name it, and neither is named sshd: no script from the pid file, and
+    # with openssh-server out of the package database, none from the package either.
+    os.remove(os.path.join(root, "var", "lib", "dpkg", "info", "openssh-server.list"))
+    assert _initd_S("--root", root, "-p", "612")[0] == {612: "-"}
+    # Among several that name it, the one named after the pid file.
+    _initd_script(root, "sshd", "#!/bin/sh\n--pidfile /run/sshd.pid\n")
+    assert _initd_S("--root", root, "-p", "612")[0] == {612: "/etc/init.d/sshd"}
+
+
+@pytest.mark.parametrize("text, pid_file, names", [
+    (b"--pidfile /run/sshd.pid \\", b"sshd.pid", True),
+    (b'PIDFILE="/var/run/crond.pid"', b"crond.pid", True),
+    (b"/run/sshd.pid", b"sshd.pid", True),
+    (b"rm -f /run/sshd.pid.old", b"sshd.pid", False),
+    (b"/srv/run/sshd.pid", b"sshd.pid", False),
+    (b"/run/xsshd.pid /run/sshd.pid-x", b"sshd.pid", False),
+    (b"PIDFILE=/run/$NAME.pid", b"nginx.pid", False),
+    (b"pid=/run/postgresql/15-main.pid;", b"postgresql/15-main.pid", True),
+])
+def test_initd_names_path(text, pid_file, names):
+    assert lib_users._names_path(text, pid_file) is names
+
+
+def test_initd_service_where_invoke_rc_d_is_not_installed(tmp_path):
+    root = _initd_root_copy(tmp_path)
+    os.remove(os.path.join(root, "usr", "sbin", "invoke-rc.d"))
+    labels, commands, _held = _initd_S("--root", root)
+    assert labels == _INITD_LABELS
+    assert commands[1:] == ["service %s restart" % name for name in (
+        "cron", "nginx", "postgresql", "rsyslog", "smbd", "ssh")]
+
+
+def test_initd_openrc_rc_service_lines():
+    labels, commands, held = _initd_S("--root", _INITD_OPENRC)
+    assert {pid: label for pid, label in labels.items() if label != "-"} == {
+        612: "/etc/init.d/sshd",  # /run/sshd.pid: named after the file
+        2000: "/etc/init.d/nginx", 2001: "/etc/init.d/nginx",  # /run/nginx/nginx.pid
+        2002: "/etc/init.d/nginx",
+        2100: "/etc/init.d/postgresql", 2101: "/etc/init.d/postgresql",
+        700: "/etc/init.d/dbus",
+        750: "/etc/init.d/agetty.tty1",  # a link to agetty, as OpenRC makes them
+        3000: "docker:0c1d2e3f4a5b", 3100: "unbound.service"}
+    assert commands == ["systemctl restart unbound.service", "rc-service nginx restart",
+                        "rc-service postgresql restart", "rc-service sshd restart"]
+    assert "console" in held["/etc/init.d/agetty.tty1"]
+    assert "message bus" in held["/etc/init.d/dbus"]
+    # No package database: the rule of packages names nothing (cron, rsyslog, smbd).
+    assert labels[640] == labels[710] == labels[720] == "-"
+
+
+def test_initd_systemd_booted_root_looks_up_no_script(tmp_path):
+    root = _initd_root_copy(tmp_path)
+    os.makedirs(os.path.join(root, "run", "systemd", "system"))
+    labels, commands, _held = _initd_S("--root", root)
+    assert labels == {pid: label if label in ("docker:0c1d2e3f4a5b", "unbound.service")
+                      else "-" for pid, label in _INITD_LABELS.items()}
+    assert commands == ["systemctl restart unbound.service"]
+    # A process in a unit reads the same whatever the machine's init.
+    assert _initd_cli("-S", "-p", "3100", "--root", root) == _initd_cli(
+        "-S", "-p", "3100", "--root", _INITD_ROOT)
+    doc = json.loads(_initd_cli("--json", "--root", root)[1])
+    assert {p["pid"]: (p["service"], p["init"]) for p in doc["processes"]
+            if p["service"] is not None} == {3100: ("unbound.service", "systemd")}
+
+
+def test_initd_without_root_nothing_is_read():
+    # A --proc tree reads no files of the machine unless --root names them.
+    labels, commands, _held = _initd_S()
+    assert labels == {pid: label if label in ("docker:0c1d2e3f4a5b", "unbound.service")
+                      else "-" for pid, label in _INITD_LABELS.items()}
+    assert commands == ["systemctl restart unbound.service"]
+
+
+def test_initd_json_service_and_init():
+    status, out, _err = _initd_cli("--json", "--root", _INITD_ROOT)
+    assert status == 0
+    doc = json.loads(out)
+    processes = {p["pid"]: p for p in doc["processes"]}
+    assert {pid: (p["service"], p["init"]) for pid, p in processes.items()} == {
+        pid: (None, None) if label in ("-", "docker:0c1d2e3f4a5b")
+        else ("unbound.service", "systemd") if label == "unbound.service"
+        else (label[len("/etc/init.d/"):], "sysvinit")
+        for pid, label in _INITD_LABELS.items()}
+    assert processes[612]["unit"] is None and processes[3000]["container"]
+    groups = {tuple(g["pids"]): g for g in doc["groups"]}
+    assert (groups[(2001, 2002)]["service"], groups[(2001, 2002)]["init"]) == (
+        "nginx", "sysvinit")
+    assert (groups[(1000,)]["service"], groups[(1000,)]["init"]) == (None, None)
+    # What to restart: units and scripts, as -S prints them.
+    assert doc["restart"] == ["cron", "nginx", "postgresql", "rsyslog", "smbd", "ssh",
+                              "unbound.service"]
+    openrc = json.loads(_initd_cli("--json", "--root", _INITD_OPENRC, "-p", "612")[1])
+    assert [(g["service"], g["init"]) for g in openrc["groups"]] == [("sshd", "openrc")]
+
+
+def test_initd_prometheus_counts_scripts_as_units():
+    status, out, _err = _initd_cli("--prometheus", "--root", _INITD_ROOT)
+    assert status == 0
+    families = _svc_parse_prometheus(out)
+    samples = families["lib_users_unit_processes"]["samples"]
+    assert all(set(labels) == {"unit", "container"} for labels, _value in samples)
+    assert _svc_value(families, "lib_users_unit_processes", unit="nginx", container="") == 3
+    assert _svc_value(families, "lib_users_unit_processes", unit="ssh", container="") == 1
+    assert _svc_value(families, "lib_users_unit_processes", unit="unbound.service",
+                      container="") == 1
+    assert _svc_value(families, "lib_users_unit_processes", unit="", container="") == 7
+    assert _svc_value(families, "lib_users_services_to_restart") == 7
+    status, out, _err = _initd_cli("--nagios", "--root", _INITD_ROOT, "-p", "612,700,2600")
+    assert (status, out.splitlines()[0]) == (1, (
+        "LIB_USERS WARNING - 3 processes use deleted files, 1 to restart (ssh) | "
+        "processes=3;0;;0 services=1;;;0 unreadable=0;;;0"))
+
+
+@pytest.mark.parametrize("name, safe", [
+    ("ssh", True), ("cron", True), ("nginx", True), ("postgresql", True),
+    ("dbus", False), ("networking", False), ("NetworkManager", False),
+    ("network-manager", False), ("wpa_supplicant", False), ("gdm3", False),
+    ("lightdm", False), ("slim", False), ("display-manager", False),
+    ("systemd-logind", False), ("elogind", False), ("rc", False), ("rcS", False),
+    ("sendsigs", False), ("killprocs", False), ("net.eth0", False), ("agetty.tty1", False),
+])
+def test_initd_script_held_back_reason(name, safe):
+    assert (lib_users.script_held_back_reason(name) is None) is safe
+
+
+def test_initd_script_table_holds_back_no_unit():
+    # HELD_BACK_SCRIPTS is for scripts only: no unit is held back by it.
+    for pattern, _reason in lib_users.HELD_BACK_SCRIPTS:
+        unit = pattern.replace("*", "x") + ".service"
+        assert lib_users.held_back_reason(unit) is None, unit
+        assert lib_users.script_held_back_reason(pattern.replace("*", "x")) is not None
+
+
+def test_initd_config_holds_back_scripts_by_name_and_as_service(tmp_path):
+    config = tmp_path / "lib_users.conf"
+    config.write_text("held-back cron.service -- cron jobs run now: restart it tonight\n"
+                      "held-back ngin* -- the front door: in the window\n")
+    status, out, err = _initd_cli("-S", "--root", _INITD_ROOT, "--config", str(config),
+                                  "-p", "612,640,2000")
+    assert (status, err) == (0, "")
+    assert out.split("\n\n")[1:] == [
+        "invoke-rc.d ssh restart",
+        "# /etc/init.d/cron: cron jobs run now: restart it tonight\n"
+        "# /etc/init.d/nginx: the front door: in the window\n"]
+
+
+def test_initd_pid_files_that_are_not_to_be_trusted(tmp_path):
+    root = _initd_root_copy(tmp_path)
+    _initd_script(root, "agent")
+    # Anyone may write in /run/lock: a pid file there names nothing.
+    lock = os.path.join(root, "run", "lock")
+    os.mkdir(lock)
+    os.chmod(lock, 0o1777)
+    _initd_write(os.path.join(lock, "agent.pid"), "2600\n")
+    # Nor does a link, nor a pid file two directories down.
+    os.symlink("lock/agent.pid", os.path.join(root, "run", "agent.pid"))
+    _initd_write(os.path.join(root, "run", "user", "0", "agent.pid"), "2600\n")
+    assert _initd_S("--root", root, "-p", "2600")[0] == {2600: "-"}
+    # A pid file that names PID 1 names no process that PID 1 started.
+    os.remove(os.path.join(root, "run", "agent.pid"))
+    _initd_write(os.path.join(root, "run", "agent.pid"), "1\n")
+    assert _initd_S("--root", root, "-p", "2600")[0] == {2600: "-"}
+    # The control: a pid file that names it.
+    _initd_write(os.path.join(root, "run", "agent", "agent.pid"), "2600\n")
+    assert _initd_S("--root", root, "-p", "2600")[0] == {2600: "/etc/init.d/agent"}
+
+
+def test_initd_var_run_of_its_own_is_read_too(tmp_path):
+    root = _initd_root_copy(tmp_path)
+    var_run = os.path.join(root, "var", "run")
+    # A link to /run: followed inside the root, and the same directory.
+    assert lib_users.run_directories(root) == [os.path.join(root, "run")]
+    os.remove(var_run)
+    _initd_write(os.path.join(var_run, "agent.pid"), "2600\n")
+    _initd_script(root, "agent")
+    assert lib_users.run_directories(root) == [os.path.join(root, "run"), var_run]
+    labels = _initd_S("--root", root, "-p", "612,2600")[0]
+    assert labels == {612: "/etc/init.d/ssh", 2600: "/etc/init.d/agent"}
+
+
+def test_initd_odd_names_are_escaped(tmp_path):
+    root = _initd_root_copy(tmp_path)
+    odd = "ag\x1b[2Jent 'x'\u202e\udcff"  # a control, quotes, bidi, a byte not UTF-8
+    path = os.path.join(os.fsencode(root), b"etc", b"init.d", os.fsencode(odd))
+    with open(path, "w") as out:
+        out.write("#!/bin/sh\n")
+    os.chmod(path, 0o755)
+    with open(os.path.join(os.fsencode(root), b"run", os.fsencode(odd + ".pid")), "w") as out:
+        out.write("2600\n")
+    done = subprocess.run([sys.executable, _CLI_SCRIPT, "--no-config", "--proc", _INITD_PROC,
+                           "--root", root, "-S", "-p", "2600"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=60)
+    assert (done.returncode, done.stderr) == (0, b"")
+    text = _fx_assert_terminal_safe(done.stdout)
+    shown = "ag\\x1b[2Jent 'x'\\u202e\\xff"
+    assert text == (
+        '/etc/init.d/%s 2600 "/opt/agent/bin/agent --foreground"%s\n\n'
+        "invoke-rc.d '%s' restart\n" % (shown, _INITD_SSL, shown.replace("'", "'\"'\"'")))
+    # JSON keeps the name exactly (a byte that is not UTF-8 as its surrogate).
+    doc = json.loads(_initd_cli("--json", "--root", root, "-p", "2600")[1])
+    assert doc["processes"][0]["service"] == odd and doc["restart"] == [odd]
+
+
+def test_initd_readme_example_is_the_output():
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as readme:
+        text = readme.read().split("\n### Without systemd\n", 1)[1]
+    block = text.split("\n\n", 2)[1].splitlines()
+    command = block[0].split("# python3 -m lib_users ", 1)[1].split()
+    shown = "".join(line[4:] + "\n" for line in block[1:])
+    for paragraph in text.split("\n\n")[2:4]:  # the rest of the example, after blank lines
+        shown += "\n" + "".join(line[4:] + "\n" for line in paragraph.splitlines())
+    status, out, _err = _initd_cli(*[os.path.join(HERE, arg) if arg.startswith("testdata/")
+                                     else arg for arg in command], proc=None)
+    assert (status, out) == (0, shown)
+
+
+def test_initd_api_script_of_reads_each_file_once(tmp_path, monkeypatch):
+    scripts = lib_users.InitScripts(_INITD_ROOT, _INITD_PROC)
+    assert (scripts.init, scripts.command) == ("sysvinit", "invoke-rc.d")
+    reads, real = [], lib_users.read_file
+
+    def read_file(path, *args):
+        reads.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(lib_users, "read_file", read_file)
+    assert scripts.script_of(2001) == lib_users.InitScript("nginx", "sysvinit", "invoke-rc.d")
+    assert scripts.script_of(1) is None
+    machine_files = [path for path in reads if not path.startswith(_INITD_PROC)]
+    assert os.path.join(_INITD_ROOT, "run", "nginx.pid") in machine_files
+    assert scripts.script_of(612).name == "ssh" and scripts.script_of(2002).name == "nginx"
+    again = [path for path in reads if not path.startswith(_INITD_PROC)]
+    assert machine_files == again and len(set(again)) == len(again)
+    # A machine that runs no init scripts itself reads none of these files.
+    assert lib_users.InitScripts(str(tmp_path)).script_of(612) is None
+    assert lib_users.init_system(str(tmp_path)) is None
+
+
+# A stand-in daemon and its worker: the master starts the worker (_LIVE_CHILD, which
+# maps a deleted copy of libz), prints the worker's PID, and waits for it.
+_INITD_MASTER = ("import subprocess, sys\n"
+                 "worker = subprocess.Popen(sys.argv[1:])\n"
+                 "print(worker.pid, flush=True)\n"
+                 "worker.wait()\n")
+
+
+def _initd_kill_worker(pid, master):
+    """Kill the worker `pid` of our `master`, by its PID, if it is still that one's."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            ppid = int(f.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return
+    if ppid == master.pid:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_initd_live_pid_file_names_a_real_master(_live_libz, _live_tmp, tmp_path):
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    master = subprocess.Popen([sys.executable, "-c", _INITD_MASTER] + _live_child_argv(
+        "lib", copy), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True)  # a daemon's session, which its worker shares
+    worker = None
+    try:
+        worker = int(master.stdout.readline())
+        _live_wait_ready(master)  # the worker's "ready", on the same pipe
+        os.unlink(copy)
+        root = str(tmp_path / "root")
+        os.makedirs(os.path.join(root, "etc", "init.d"))
+        _initd_script(root, "demo-daemon")
+        _initd_write(os.path.join(root, "run", "demo-daemon.pid"), "%d\n" % master.pid)
+        _initd_write(os.path.join(root, "usr", "sbin", "invoke-rc.d"), "#!/bin/sh\n")
+        labels, commands, _held = _initd_S("--root", root, "-p", str(worker), proc=None)
+        assert labels == {worker: "/etc/init.d/demo-daemon"}
+        assert commands == ["invoke-rc.d demo-daemon restart"]
+        # Without the pid file nothing names it: a python in a test is no daemon.
+        os.remove(os.path.join(root, "run", "demo-daemon.pid"))
+        assert _initd_S("--root", root, "-p", str(worker), proc=None)[0] == {worker: "-"}
+    finally:
+        if worker is not None:
+            _initd_kill_worker(worker, master)
+        master.kill()  # by its PID
+        master.wait()
+        for pipe in (master.stdin, master.stdout, master.stderr):
+            pipe.close()
+
+
+# The pid file each of these Debian packages' init script names, and the package.
+_INITD_DEBIAN_SCRIPTS = (("ssh", "sshd.pid", "openssh-server"),
+                         ("cron", "crond.pid", "cron"), ("nginx", "nginx.pid", "nginx"))
+
+
+@pytest.mark.parametrize("name, pid_file, package", _INITD_DEBIAN_SCRIPTS)
+def test_initd_live_real_debian_script_names_its_pid_file(name, pid_file, package,
+                                                          _live_libz, _live_tmp, _live_spawn,
+                                                          tmp_path):
+    # The machine's own script is only read (copied into a root of the test's); the
+    # daemon is not started: a stand-in process is named by the pid file instead.
+    real = os.path.join("/etc/init.d", name)
+    if not os.path.isfile(real):
+        pytest.skip("needs Debian's %s (%s; .ci/run does not install it)" % (real, package))
+    child, _copy = _live_stale_child(_live_spawn, _live_tmp, _live_libz)
+    root = str(tmp_path / "root")
+    os.makedirs(os.path.join(root, "etc", "init.d"))
+    shutil.copy(real, os.path.join(root, "etc", "init.d", name))
+    base = pid_file[: -len(".pid")]
+    if base != name:  # a script named after the pid file (sshd), which the text beats
+        _initd_script(root, base)
+    _initd_write(os.path.join(root, "run", pid_file), "%d\n" % child.pid)
+    labels, commands, _held = _initd_S("--root", root, "-p", str(child.pid), proc=None)
+    assert labels == {child.pid: "/etc/init.d/" + name}
+    assert commands == ["service %s restart" % name]
+
+
+_INITD_EXPORTER = "/usr/bin/prometheus-node-exporter"
+_INITD_EXPORTER_SCRIPT = "/etc/init.d/prometheus-node-exporter"
+
+
+def _initd_wait(predicate, what, limit=30):
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for %s" % what)
+        time.sleep(0.05)
+
+
+def _initd_exe(pid):
+    try:
+        return os.readlink("/proc/%d/exe" % pid)
+    except OSError:
+        return None
+
+
+def _initd_is_ours(pid, marker):
+    """Whether `pid` is still the exporter this test started (its argv holds `marker`)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return os.fsencode(marker) in f.read()
+    except OSError:
+        return False
+
+
+def test_initd_live_daemon_started_as_its_init_script_starts_it(_live_libz, _live_tmp,
+                                                                tmp_path):
+    """A real daemon of a real package, started the way its init script starts it
+    (start-stop-daemon --background --make-pidfile), with a deleted library preloaded:
+    found by its pid file, then by its package in the machine's dpkg database. Its
+    init script is only read, not run: it would listen on every address (port 9100)
+    and write to /var/log and /run."""
+    ssd = shutil.which("start-stop-daemon")
+    if not (ssd and os.path.isfile(_INITD_EXPORTER) and os.path.isfile(_INITD_EXPORTER_SCRIPT)
+            and os.path.isfile("/var/lib/dpkg/info/prometheus-node-exporter.list")):
+        pytest.skip("needs Debian's prometheus-node-exporter and start-stop-daemon "
+                    "(.ci/run installs prometheus-node-exporter)")
+    root = str(tmp_path / "root")
+    os.makedirs(os.path.join(root, "etc", "init.d"))
+    os.makedirs(os.path.join(root, "var", "lib"))
+    shutil.copy(_INITD_EXPORTER_SCRIPT, os.path.join(root, "etc", "init.d"))
+    os.symlink("/var/lib/dpkg", os.path.join(root, "var", "lib", "dpkg"))  # read only
+    _initd_write(os.path.join(root, "usr", "sbin", "invoke-rc.d"), "#!/bin/sh\n")
+    pid_file = os.path.join(root, "run", "prometheus", "prometheus-node-exporter.pid")
+    os.makedirs(os.path.dirname(pid_file))
+    textfiles = str(tmp_path / "textfiles")  # also the marker of our exporter's argv
+    os.mkdir(textfiles)
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    subprocess.run([ssd, "--start", "--background", "--make-pidfile", "--pidfile", pid_file,
+                    "--exec", _INITD_EXPORTER, "--", "--web.listen-address=127.0.0.1:0",
+                    "--collector.disable-defaults", "--collector.textfile",
+                    "--collector.textfile.directory=" + textfiles],
+                   env=dict(os.environ, LD_PRELOAD=copy), check=True, timeout=60)
+    pid = None
+    try:
+        _initd_wait(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(),
+                    "the pid file")
+        with open(pid_file) as f:
+            pid = int(f.read())
+        # The pid file is written before start-stop-daemon execs the exporter (and
+        # start-stop-daemon too maps what LD_PRELOAD names).
+        _initd_wait(lambda: _initd_exe(pid) == _INITD_EXPORTER
+                    and _live_maps_line(pid, os.fsencode(copy)) is not None,
+                    "the exporter to map libz")
+        os.unlink(copy)
+        args = ("--root", root, "-p", str(pid))
+        labels, commands, _held = _initd_S(*args, proc=None)
+        assert labels == {pid: "/etc/init.d/prometheus-node-exporter"}
+        assert commands == ["invoke-rc.d prometheus-node-exporter restart"]
+        doc = json.loads(_initd_cli("--json", *args, proc=None)[1])
+        assert (doc["processes"][0]["service"], doc["processes"][0]["init"]) == (
+            "prometheus-node-exporter", "sysvinit")
+        assert doc["processes"][0]["ppid"] == 1  # a daemon, as start-stop-daemon leaves it
+        # Without its pid file, the package that ships both its executable and the
+        # script names it.
+        os.remove(pid_file)
+        assert _initd_S(*args, proc=None)[0] == {pid: "/etc/init.d/prometheus-node-exporter"}
+    finally:
+        if os.path.exists(copy):
+            os.unlink(copy)
+        if pid is not None and _initd_is_ours(pid, textfiles):
+            os.kill(pid, signal.SIGTERM)  # by its PID: only the exporter started here
+            _initd_wait(lambda: not _initd_is_ours(pid, textfiles), "the exporter to end")

@@ -82,20 +82,25 @@ def maps(exe, deleted=None, inode=1443000):
 
 
 def process(tree, pid, argv, cgroup, exe, deleted=LIBDIR + b"libssl.so.3", uid=0,
-            ns=(HOST_MNT, HOST_PID), starttime=1500):
+            ns=(HOST_MNT, HOST_PID), starttime=1500, ppid=1, session=None, exe_link=None):
+    """One process directory; its session is its own PID unless given, and `exe_link`
+    is the text of its exe link where that is not `exe` (a replaced binary)."""
     base = os.path.join(HERE, tree, str(pid))
+    session = pid if session is None else session
     comm = os.path.basename(exe)[:15]
     write(os.path.join(base, "cmdline"), b"".join(a.encode() + b"\0" for a in argv))
     write(os.path.join(base, "comm"), comm + b"\n")
     write(os.path.join(base, "maps"), maps(exe, deleted))
     write(os.path.join(base, "cgroup"), cgroup + "\n")
     write(os.path.join(base, "stat"),
-          b"%d (%s) S 1 %d %d 0 -1 4194560 1520 0 3 0 12 7 0 0 20 0 1 0 %d 11866112 "
-          b"1423\n" % (pid, comm, pid, pid, starttime))
+          b"%d (%s) S %d %d %d 0 -1 4194560 1520 0 3 0 12 7 0 0 20 0 1 0 %d 11866112 "
+          b"1423\n" % (pid, comm, ppid, pid, session, starttime))
     write(os.path.join(base, "status"),
-          b"Name:\t%s\nState:\tS (sleeping)\nTgid:\t%d\nPid:\t%d\nPPid:\t1\n"
-          b"Uid:\t%d\t%d\t%d\t%d\nNSpid:\t%d\n" % (comm, pid, pid, uid, uid, uid, uid, pid))
-    os.symlink(exe, os.path.join(base, "exe"))  # dangling: only the text matters
+          b"Name:\t%s\nState:\tS (sleeping)\nTgid:\t%d\nPid:\t%d\nPPid:\t%d\n"
+          b"Uid:\t%d\t%d\t%d\t%d\nNSpid:\t%d\n" % (comm, pid, pid, ppid, uid, uid, uid, uid,
+                                                   pid))
+    # dangling: only the text matters
+    os.symlink(exe_link or exe, os.path.join(base, "exe"))
     os.makedirs(os.path.join(base, "ns"))
     os.symlink(ns[0], os.path.join(base, "ns", "mnt"))
     os.symlink(ns[1], os.path.join(base, "ns", "pid"))

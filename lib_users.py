@@ -2368,6 +2368,7 @@ class InitScripts:
         self._packages = packages
         self._pid_files = None  # see _pid_files_by_pid
         self._texts = None  # {script name: its text}
+        self._parents = {}  # {PID: (ppid, session) or None}: workers share ancestors
 
     def script_of(self, pid):
         """The InitScript that manages process `pid`, or None: none found, PID 1, or a
@@ -2405,11 +2406,13 @@ class InitScripts:
 
     def _parent_and_session(self, pid):
         """(ppid, session) from /proc/PID/stat, or None if it cannot be read."""
-        try:
-            fields = parse_stat(read_file("%s/%d/stat" % (self.proc, pid)))[1]
-            return int(fields[1]), int(fields[3])
-        except (OSError, ValueError, IndexError):
-            return None
+        if pid not in self._parents:
+            try:
+                fields = parse_stat(read_file("%s/%d/stat" % (self.proc, pid)))[1]
+                self._parents[pid] = (int(fields[1]), int(fields[3]))
+            except (OSError, ValueError, IndexError):
+                self._parents[pid] = None
+        return self._parents[pid]
 
     def _pid_files_by_pid(self):
         """{PID: the pid files (below their run directory) whose first word it is}."""

@@ -2033,7 +2033,7 @@ def _label_and_reason(place, which, held_back=()):
         name = place.init_script.name
         return "/etc/init.d/" + name, script_held_back_reason(name, held_back)
     if place.unit is None:
-        return "", "no systemd unit: restart them by hand"
+        return "", "no systemd unit or init script: restart them by hand"
     if place.user_unit is not None:
         key = "%s in %s" % (place.user_unit, place.unit)
         who = place.user or place.uid

@@ -3339,7 +3339,7 @@ _SVC_DELETE_POD = ("a container of the Kubernetes pod with UID %s: delete the po
 
 
 _SVC_CONTAINERS = {  # pid: (label, held-back reason), with no LXC tool on PATH
-    3090: ("-", "no systemd unit: restart them by hand"),  # podman's conmon
+    3090: ("-", "no systemd unit or init script: restart them by hand"),  # podman's conmon
     3100: ("podman:53807d4f4e36", "restart the container: podman restart 53807d4f4e36"),
     3110: ("podman:c887a7dbb850", "restart the container: podman restart c887a7dbb850"),
     3200: ("containerd:e1d2c3b4a596",
@@ -3352,7 +3352,7 @@ _SVC_CONTAINERS = {  # pid: (label, held-back reason), with no LXC tool on PATH
     3310: ("cri-o:3a4b5c6d7e8f", _SVC_DELETE_POD % "c4d5e6f7-0a1b-4c2d-8e3f-9a0b1c2d3e4f"),
     3400: ("cri:a0b1c2d3e4f5", _SVC_DELETE_POD % "6e7f8091-a2b3-4c4d-9e5f-061728394a5b"),
     3410: ("cri:5f4e3d2c1b0a", _SVC_DELETE_POD % "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6"),
-    3490: ("-", "no systemd unit: restart them by hand"),  # the LXC monitor
+    3490: ("-", "no systemd unit or init script: restart them by hand"),  # the LXC monitor
     3500: ("lxc:db1", "restart the LXC container db1 (none of lxc-stop, lxc or incus is "
                       "installed here)"),
     3600: ("?", "its cgroup could not be read (Is a directory): find out what runs it"),

@@ -2116,8 +2116,9 @@ def reboot_hint(findings, kernel_reasons=()):
     for finding in findings:
         if finding.pid == 1 and any(u.kind != "fd" for u in finding.files.values()):
             files = sorted(p for p, u in finding.files.items() if u.kind != "fd")
-            reasons.append("PID 1 uses deleted files that only a reboot (or systemctl "
-                           "daemon-reexec) replaces: " + ", ".join(escape(f) for f in files))
+            reasons.append("PID 1 uses deleted files that only a reboot (or re-executing "
+                           "init: systemctl daemon-reexec with systemd, telinit u with "
+                           "sysvinit) replaces: " + ", ".join(escape(f) for f in files))
     return RebootHint(bool(reasons), reasons, files)
 
 

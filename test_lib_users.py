@@ -3765,6 +3765,9 @@ def test_svc_reboot_json_pid_1():
     assert doc["reboot"]["needed"] is True
     assert doc["reboot"]["files"] == [_SVC_SHARED]
     assert len(doc["reboot"]["reasons"]) == 1 and _SVC_SHARED in doc["reboot"]["reasons"][0]
+    # What re-executes init instead, with systemd and with sysvinit.
+    assert all(way in doc["reboot"]["reasons"][0]
+               for way in ("systemctl daemon-reexec", "telinit u"))
     assert doc["restart"] == ["ssh.service"]
 
 

@@ -1593,9 +1593,11 @@ def _script_path(pdir, script):
 
 class Finding(_Record):
     """A process that uses deleted files: `files` maps each path to its FileUse;
-    `process` (ProcessInfo) and `placement` (Placement) are there when asked for."""
+    `process` (ProcessInfo) and `placement` (Placement) are there when asked for, and
+    `exe` (its executable's path, from the exe link) where the scan read it."""
 
-    __slots__ = _fields = ("pid", "argv", "files", "process", "placement")
+    __slots__ = _fields = ("pid", "argv", "files", "process", "placement", "exe")
+    _defaults = (None,)
 
 
 class Scan(_Record):
@@ -1754,7 +1756,7 @@ def _finding(pdir, how, ctx, found, script_exe):
             use.replaced = is_replaced(pdir, use.path)
     placement = read_placement(pdir, ctx.own_ns, ctx.users, ctx.placements) \
         if how.services else None
-    return Finding(pdir.pid, _shown_argv(pdir, argv, info), found, info, placement)
+    return Finding(pdir.pid, _shown_argv(pdir, argv, info), found, info, placement, exe)
 
 
 def _argv(pdir, ctx):
@@ -2283,8 +2285,8 @@ def attach_packages(findings, packages):
 
 
 def _init_scripts(data):
-    """The NAMEs of the /etc/init.d/NAME lines of a .list file's bytes (with a newline
-    in front)."""
+    """The NAMEs of the /etc/init.d/NAME lines of a .list file's bytes (never its first
+    line, which is "/.")."""
     names, at = [], data.find(b"\n/etc/init.d/")
     while at >= 0:
         end = data.find(b"\n", at + 1)
@@ -2371,10 +2373,10 @@ class InitScripts:
         self._texts = None  # {script name: its text}
         self._parents = {}  # {PID: (ppid, session) or None}: workers share ancestors
 
-    def script_of(self, pid):
+    def script_of(self, pid, exe=None):
         """The InitScript that manages process `pid`, or None: none found, PID 1, or a
         machine that does not run init scripts itself (systemd runs each through a unit
-        of its own)."""
+        of its own). `exe`: its executable's path, where the scan read it already."""
         if self.command is None or pid == 1:
             return None
         chain, daemon = self._session_chain(pid)
@@ -2383,7 +2385,7 @@ class InitScripts:
                 name = self._script_of_pid_file(pid_file)
                 if name is not None:
                     return InitScript(name, self.init, self.command)
-        name = self._script_of_package(pid) if daemon else None
+        name = self._script_of_package(pid, exe) if daemon else None
         return None if name is None else InitScript(name, self.init, self.command)
 
     def _session_chain(self, pid):
@@ -2461,21 +2463,24 @@ class InitScripts:
                 return name
         return None
 
-    def _script_of_package(self, pid):
-        """The script that the package of the process's executable ships: its only one,
-        or the one named as the executable; None if there is none such."""
-        exe = _readlink("%s/%d/exe" % (self.proc, pid))
+    def _script_of_package(self, pid, exe=None):
+        """The script that the package of the process's executable (`exe`, where the
+        scan read it) ships: its only one, or the one named as the executable; None if
+        there is none such."""
+        if exe is None:
+            exe = _readlink("%s/%d/exe" % (self.proc, pid))
+            exe = exe and _strip_deleted(exe)
         if exe is None or not exe.startswith("/"):
             return None
         if self._packages is None:
             self._packages = PackageDb(self.root)
-        package = self._packages.owner(_strip_deleted(exe))
+        package = self._packages.owner(exe)
         if package is None:
             return None
         shipped = [name for name in package.init_scripts if name in self._scripts()]
         if len(shipped) == 1:
             return shipped[0]
-        base = _strip_deleted(exe).rsplit("/", 1)[-1]
+        base = exe.rsplit("/", 1)[-1]
         return base if base in shipped else None
 
 
@@ -2551,7 +2556,7 @@ def attach_init_scripts(findings, scripts):
         place = finding.placement
         if (place is not None and place.unit is None and place.container is None
                 and place.error is None):
-            script = scripts.script_of(finding.pid)
+            script = scripts.script_of(finding.pid, finding.exe)
             if script is not None:
                 finding = finding._replace(placement=place._replace(init_script=script))
         attached.append(finding)

@@ -7121,7 +7121,9 @@ def test_initd_pid_files_that_are_not_to_be_trusted(tmp_path):
 def test_initd_var_run_of_its_own_is_read_too(tmp_path):
     root = _initd_root_copy(tmp_path)
     var_run = os.path.join(root, "var", "run")
-    # A link to /run: followed inside the root, and the same directory.
+    # A link to /run, as Debian has it (not in the checkout: see make_initd_fixtures.py):
+    # followed inside the root, and the same directory.
+    os.symlink("/run", var_run)
     assert lib_users.run_directories(root) == [os.path.join(root, "run")]
     os.remove(var_run)
     _initd_write(os.path.join(var_run, "agent.pid"), "2600\n")

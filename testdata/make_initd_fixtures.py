@@ -15,14 +15,16 @@ Trees:
                      (which wins), and a console login
   initd-root/        that machine's own files (--root) as Debian with sysvinit has them:
                      usr/sbin/invoke-rc.d, etc/init.d scripts (and a README and
-                     skeleton, which are not scripts), pid files in run/ (var/run is a
-                     link to /run), a small dpkg database
+                     skeleton, which are not scripts), pid files in run/, a small
+                     dpkg database
   initd-openrc-root/ the same machine's files as OpenRC (Alpine) has them: sbin/openrc-run,
                      openrc-run scripts, an agetty.tty1 link to agetty, var/run a link
                      to ../run, no package database
 
-What git cannot keep (a world-writable /run/lock, names with control characters) the
-tests make in copies of these trees.
+What git cannot keep (a world-writable /run/lock, names with control characters), and
+what must not be in the checkout (var/run as a link to the absolute /run, as Debian has
+it: pytest, looking for tests, would follow it into the machine's own /run), the tests
+make in copies of these trees.
 """
 
 import os
@@ -182,8 +184,6 @@ def initd_root():
     write(os.path.join(run, "unbound.pid"), "3100\n")
     write(os.path.join(run, "old-daemon.pid"), "99999\n")  # stale: no such process
     write(os.path.join(run, "garbage.pid"), "not a number 612\n")
-    os.makedirs(os.path.join(HERE, r, "var"))
-    os.symlink("/run", os.path.join(HERE, r, "var", "run"))
     write(os.path.join(HERE, r, "usr", "sbin", "invoke-rc.d"), "#!/bin/sh\n")
     os.chmod(os.path.join(HERE, r, "usr", "sbin", "invoke-rc.d"), 0o755)
     dpkg(r)

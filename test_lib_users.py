@@ -1373,7 +1373,8 @@ def test_rb_trailing_empty_arguments_are_kept(_live_libz, _live_tmp, _live_spawn
 # ---- bounded time ----------------------------------------------------------------------
 
 
-def test_rb_watchdog_leaves_a_stalled_item_behind_and_goes_on():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_rb_watchdog_leaves_a_stalled_item_behind_and_goes_on(workers):
     # The watchdog on its own, with work that really blocks: item 2 reads a pipe that
     # nobody writes to until the end.
     read_end, write_end = os.pipe()
@@ -1383,15 +1384,17 @@ def test_rb_watchdog_leaves_a_stalled_item_behind_and_goes_on():
                 os.read(read_end, 1)
             return item * 10
 
-        answers, unanswered, not_reached = lib_users._watched(work, [1, 2, 3, 4], 0.3)
+        answers, unanswered, not_reached, answered = lib_users._watched(
+            work, iter([1, 2, 3, 4]), 0.3, workers=workers)
         assert answers == [(1, None, 10), (3, None, 30), (4, None, 40)]
-        assert (unanswered, not_reached) == ([2], [])
+        assert (unanswered, not_reached, answered) == ([2], [], 3)
     finally:
         os.close(write_end)  # the abandoned worker wakes (end of file) and ends
         os.close(read_end)
 
 
-def test_rb_watchdog_ends_the_whole_run_at_its_bound():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_rb_watchdog_ends_the_whole_run_at_its_bound(workers):
     read_end, write_end = os.pipe()
     try:
         def work(item):
@@ -1399,9 +1402,9 @@ def test_rb_watchdog_ends_the_whole_run_at_its_bound():
                 os.read(read_end, 1)
             return item
 
-        answers, unanswered, not_reached = lib_users._watched(work, [1, 2, 3, 4, 5], 0.2,
-                                                              total=0.3)
-        assert answers == [(1, None, 1)]
+        answers, unanswered, not_reached, answered = lib_users._watched(
+            work, [1, 2, 3, 4, 5], 0.2, total=0.3, workers=workers)
+        assert answers == [(1, None, 1)] and answered == 1
         # Where the bound falls between the stalls depends on the clock; that it falls,
         # and that every item is accounted for in order, does not.
         assert not_reached and unanswered + not_reached == [2, 3, 4, 5]
@@ -1410,9 +1413,36 @@ def test_rb_watchdog_ends_the_whole_run_at_its_bound():
         os.close(read_end)
 
 
+def test_rb_watchdog_workers_share_the_items_and_answer_in_their_order():
+    # Two workers, items taken from a generator as they go: every item is worked on
+    # once, and the answers come back in the items' order whoever took them.
+    taken = []
+
+    def items():
+        for item in range(200):
+            taken.append(item)
+            yield item
+
+    answers, unanswered, not_reached, answered = lib_users._watched(
+        lambda item: item if item % 3 else None, items(), 5, workers=2)
+    assert taken == list(range(200)) and answered == 200
+    assert answers == [(item, None, item) for item in range(200) if item % 3]
+    assert (unanswered, not_reached) == ([], [])
+
+
+def test_rb_watchdog_raises_what_reading_the_items_raised():
+    def items():
+        yield 1
+        raise OSError(errno.EIO, "Input/output error")
+
+    for timeout in (None, 5):
+        with pytest.raises(OSError, match="Input/output"):
+            lib_users._watched(lambda item: item, items(), timeout, workers=2)
+
+
 def test_rb_watchdog_passes_errors_through():
-    answers, unanswered, _ = lib_users._watched(lambda item: 1 // item, [1, 0], 5)
-    assert answers[0] == (1, None, 1) and unanswered == []
+    answers, unanswered, _, answered = lib_users._watched(lambda item: 1 // item, [1, 0], 5)
+    assert answers[0] == (1, None, 1) and unanswered == [] and answered == 2
     assert answers[1][0] == 0 and isinstance(answers[1][1], ZeroDivisionError)
     with pytest.raises(lib_users.NoSuchProcess):
         lib_users.get_process_files(2 ** 22 + 1)  # no such PID: the API's own error

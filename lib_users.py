@@ -671,7 +671,7 @@ def get_processes(pids=None, proc=PROC, timeout=DEFAULT_TIMEOUT):
             return process_info(pdir, clock, users)
 
     result = []
-    listed = _listed_pids(proc) if pids is None else pids
+    listed = list_pids(proc) if pids is None else pids
     for _pid, error, info in _watched(one, listed, timeout, None, _scan_workers())[0]:
         if error is None:
             result.append(info)

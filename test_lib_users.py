@@ -1430,6 +1430,36 @@ def test_rb_watchdog_workers_share_the_items_and_answer_in_their_order():
     assert (unanswered, not_reached) == ([], [])
 
 
+@pytest.mark.parametrize("tree", ["svc-units", "initd-proc", "proc-grouping"])
+def test_rb_scan_with_two_workers_finds_what_one_finds(monkeypatch, tree):
+    how = lib_users.ScanOptions(details=True, services=True, scripts=True)
+    results = []
+    for workers in (1, 2):
+        monkeypatch.setattr(lib_users, "_scan_workers", lambda: workers)
+        results.append(lib_users.scan(os.path.join(TESTDATA, tree), how))
+    assert results[0] == results[1] and results[0].findings
+    pids = [finding.pid for finding in results[1].findings]
+    assert pids == sorted(set(pids))  # each process once, in PID order
+
+
+def test_rb_two_workers_find_every_live_process_once(monkeypatch, _live_libz, _live_tmp,
+                                                      _live_spawn):
+    # Real processes, half of them mapping a deleted copy of libz, among every other
+    # process of the machine: both workers take PIDs from one listing of /proc.
+    copy = _live_copy(_live_libz, os.path.join(_live_tmp, "libz.so.1"))
+    stale = [_live_spawn(_live_child_argv("lib", copy)) for _ in range(10)]
+    os.unlink(copy)
+    fresh = [_live_spawn(_live_child_argv("lib", _live_libz)) for _ in range(10)]
+    ours = {child.pid for child in stale + fresh}
+    for workers in (1, 2):
+        monkeypatch.setattr(lib_users, "_scan_workers", lambda: workers)
+        result = lib_users.scan()
+        found = [finding for finding in result.findings if finding.pid in ours]
+        assert [f.pid for f in found] == sorted(child.pid for child in stale), workers
+        assert all(list(f.files) == [copy] for f in found), workers
+        assert result.scanned >= len(ours), workers
+
+
 def test_rb_watchdog_raises_what_reading_the_items_raised():
     def items():
         yield 1

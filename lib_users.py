@@ -68,7 +68,7 @@ class _Queue:
         self.lock = _thread.allocate_lock()
         self.count = 0  # items handed out
         self.answered = 0  # items whose work returned or raised
-        self.answers = []  # (index, item, exception or None, value), values other than None
+        self.answers = {}  # index: (item, exception or None, value), for values not None
         self.error = None  # what reading `items` raised
 
     def next(self, worker, answer):
@@ -80,7 +80,7 @@ class _Queue:
             if worker.item is not _END:
                 self.answered += 1
                 if answer is not None:
-                    self.answers.append(answer)
+                    self.answers[worker.index] = answer
             try:
                 worker.item = next(self.items, _END)
             except Exception as err:  # noqa: BLE001 - raised again by _watched
@@ -127,9 +127,9 @@ class _Worker:
                 try:
                     value = self.work(item)
                 except Exception as err:  # noqa: BLE001 - the caller sorts them out
-                    answer = (self.index, item, err, None)
+                    answer = (item, err, None)
                 else:  # most processes answer None (nothing found): nothing is kept
-                    answer = None if value is None else (self.index, item, None, value)
+                    answer = None if value is None else (item, None, value)
         finally:
             self.finished.release()
 
@@ -169,14 +169,11 @@ def _watched(work, items, timeout, total=None, workers=1):
                 break
     if queue.error is not None:
         raise queue.error
-    return ([answer[1:] for answer in sorted(queue.answers, key=_index)],
-            [item for _, item in sorted(unanswered, key=_index)],
-            [item for _, item in sorted(not_reached, key=_index)],
+    # (index, item) pairs: the indexes differ, so the items are never compared.
+    return ([queue.answers[index] for index in sorted(queue.answers)],
+            [item for _, item in sorted(unanswered)],
+            [item for _, item in sorted(not_reached)],
             queue.answered)
-
-
-def _index(entry):
-    return entry[0]
 
 
 def _answer_within(timeout, call, *args):

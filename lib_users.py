@@ -571,6 +571,13 @@ def parse_stat(data):
     return os.fsdecode(data[open_ + 1 : close]), data[close + 2 :].split()
 
 
+def _parent_and_session(data):
+    """(ppid, session ID) from /proc/PID/stat bytes; ValueError or IndexError if they
+    are malformed."""
+    fields = parse_stat(data)[1]
+    return int(fields[1]), int(fields[3])
+
+
 def _start_ticks(data):
     """The start time (clock ticks after boot) in stat bytes, splitting no further."""
     close = data.rfind(b")")
@@ -1673,11 +1680,14 @@ def _script_path(pdir, script):
 
 class Finding(_Record):
     """A process that uses deleted files: `files` maps each path to its FileUse;
-    `process` (ProcessInfo) and `placement` (Placement) are there when asked for, and
-    `exe` (its executable's path, from the exe link) where the scan read it."""
+    `process` (ProcessInfo) and `placement` (Placement) are there when asked for;
+    `exe` (its executable's path, from the exe link) where the scan read it, and
+    `parent_and_session` ((ppid, session ID), from stat) for a process outside
+    systemd's units, which the init-script lookup asks about."""
 
-    __slots__ = _fields = ("pid", "argv", "files", "process", "placement", "exe")
-    _defaults = (None,)
+    __slots__ = _fields = ("pid", "argv", "files", "process", "placement", "exe",
+                           "parent_and_session")
+    _defaults = (None, None)
 
 
 class Scan(_Record):
@@ -1836,7 +1846,27 @@ def _finding(pdir, how, ctx, found, script_exe):
             use.replaced = is_replaced(pdir, use.path)
     placement = read_placement(pdir, ctx.own_ns, ctx.users, ctx.placements) \
         if how.services else None
-    return Finding(pdir.pid, _shown_argv(pdir, argv, info), found, info, placement, exe)
+    parent_and_session = (_read_parent_and_session(pdir) if _outside_units(placement)
+                          else None)
+    return Finding(pdir.pid, _shown_argv(pdir, argv, info), found, info, placement, exe,
+                   parent_and_session)
+
+
+def _outside_units(place):
+    """Whether a Placement is of a process that no systemd unit runs, outside any
+    container, with its cgroup read: one that an init script may manage."""
+    return (place is not None and place.unit is None and place.container is None
+            and place.error is None)
+
+
+def _read_parent_and_session(pdir):
+    """(ppid, session ID) of the process, read from its stat while its ProcDir stands
+    for it (with --json, process_info has read the file already); None in a saved tree
+    without one."""
+    try:
+        return _parent_and_session(pdir.read("stat"))
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
 
 
 def _argv(pdir, ctx):
@@ -2452,12 +2482,15 @@ class InitScripts:
         self._texts = None  # {script name: its text}
         self._parents = {}  # {PID: (ppid, session) or None}: workers share ancestors
 
-    def script_of(self, pid, exe=None):
+    def script_of(self, pid, exe=None, parent_and_session=None):
         """The InitScript that manages process `pid`, or None: none found, PID 1, or a
         machine that does not run init scripts itself (systemd runs each through a unit
-        of its own). `exe`: its executable's path, where the scan read it already."""
+        of its own). `exe` and `parent_and_session`: its executable's path and its
+        (ppid, session ID), where the scan read them already."""
         if self.command is None or pid == 1:
             return None
+        if parent_and_session is not None:
+            self._parents.setdefault(pid, parent_and_session)
         chain, daemon = self._session_chain(pid)
         for member in chain:
             for pid_file in self._pid_files_by_pid().get(member, ()):
@@ -2472,7 +2505,7 @@ class InitScripts:
         farthest of them is a child of PID 1, as daemons are). PID 1 is never in it."""
         chain, session = [], None
         for _ in range(_ANCESTORS_MAX):
-            parent_and_session = self._parent_and_session(pid)
+            parent_and_session = self._parent_and_session_of(pid)
             if parent_and_session is None:
                 return chain, False
             ppid, sid = parent_and_session
@@ -2486,12 +2519,12 @@ class InitScripts:
             pid = ppid
         return chain, False
 
-    def _parent_and_session(self, pid):
+    def _parent_and_session_of(self, pid):
         """(ppid, session) from /proc/PID/stat, or None if it cannot be read."""
         if pid not in self._parents:
             try:
-                fields = parse_stat(read_file("%s/%d/stat" % (self.proc, pid)))[1]
-                self._parents[pid] = (int(fields[1]), int(fields[3]))
+                self._parents[pid] = _parent_and_session(
+                    read_file("%s/%d/stat" % (self.proc, pid)))
             except (OSError, ValueError, IndexError):
                 self._parents[pid] = None
         return self._parents[pid]
@@ -2633,9 +2666,8 @@ def attach_init_scripts(findings, scripts):
     attached = []
     for finding in findings:
         place = finding.placement
-        if (place is not None and place.unit is None and place.container is None
-                and place.error is None):
-            script = scripts.script_of(finding.pid, finding.exe)
+        if _outside_units(place):
+            script = scripts.script_of(finding.pid, finding.exe, finding.parent_and_session)
             if script is not None:
                 finding = finding._replace(placement=place._replace(init_script=script))
         attached.append(finding)

@@ -7255,6 +7255,31 @@ def test_initd_api_script_of_reads_each_file_once(tmp_path, monkeypatch):
     assert lib_users.init_system(str(tmp_path)) is None
 
 
+def test_initd_scan_reads_stat_once_for_the_lookup(monkeypatch):
+    # The scan keeps each unit-less process's (ppid, session) from the stat it read
+    # through its ProcDir; the init-script lookup reads by path only ancestors that
+    # were not scanned.
+    how = lib_users.ScanOptions(details=True, services=True)
+    result = lib_users.scan(_INITD_PROC, how)
+    outside = [f for f in result.findings if lib_users._outside_units(f.placement)]
+    assert outside and all(f.parent_and_session is not None for f in outside)
+    reads, real = [], lib_users.read_file
+
+    def read_file(path, *args):
+        reads.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(lib_users, "read_file", read_file)
+    report = lib_users.build_report(
+        result, scripts=lib_users.InitScripts(_INITD_ROOT, _INITD_PROC))
+    found = {f.pid for f in result.findings}
+    again = [path for path in reads if path.startswith(_INITD_PROC)
+             and int(path.split("/")[-2]) in found]
+    assert again == []
+    labels = {e.label for e in report.plan.entries}
+    assert "/etc/init.d/nginx" in labels and "/etc/init.d/ssh" in labels
+
+
 # A stand-in daemon and its worker: the master starts the worker (_LIVE_CHILD, which
 # maps a deleted copy of libz), prints the worker's PID, and waits for it.
 _INITD_MASTER = ("import subprocess, sys\n"
